@@ -1,0 +1,54 @@
+"""The probe contract: a checker answers one question, once, within a timeout.
+
+A checker is built once per service and reused for every check, so it may
+keep a connection open between checks (and must then close it in `close`).
+Scheduling (interval, thresholds, start period) belongs to the caller.
+"""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from overture.config.model import Probe
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    ok: bool
+    detail: str
+    latency: float
+    """Seconds the check took."""
+
+
+@dataclass(slots=True)
+class ProbeContext:
+    """What a checker may need from the service it checks."""
+
+    service: str
+    cwd: Path | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    subscribe_lines: Callable[[Callable[[str], None]], None] | None = None
+    """Registers a callback for each output line of the service (log probes)."""
+
+
+class Checker(abc.ABC):
+    """One kind of probe, bound to one target."""
+
+    def __init__(self, probe: Probe, context: ProbeContext) -> None:
+        self.probe = probe
+        self.context = context
+
+    @abc.abstractmethod
+    async def check(self) -> ProbeResult:
+        """Run the check once; never raise for a failed check, return it."""
+
+    async def close(self) -> None:  # noqa: B027 - most checkers hold nothing
+        """Release what the checker keeps between checks."""
+
+
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
