@@ -134,7 +134,7 @@ class _Lifecycle(StateMachine):
 class Lifecycle:
     """The state machine of one service, and the listener its events go to."""
 
-    __slots__ = ("service", "_machine", "_listener", "_last")
+    __slots__ = ("_last", "_listener", "_machine", "service")
 
     def __init__(
         self, service: str, listener: Callable[[Transition], None] | None = None
@@ -146,7 +146,7 @@ class Lifecycle:
 
     @property
     def state(self) -> ServiceState:
-        return ServiceState(self._machine.current_state.id)
+        return ServiceState(self._machine.current_state_value)
 
     @property
     def last(self) -> Transition | None:
@@ -182,7 +182,10 @@ def _table() -> dict[str, list[tuple[ServiceState, ServiceState]]]:
     table: dict[str, list[tuple[ServiceState, ServiceState]]] = {}
     for state in _Lifecycle.states:
         for transition in state.transitions:
-            pair = (ServiceState(transition.source.id), ServiceState(transition.target.id))
+            pair = (
+                ServiceState(transition.source.id),
+                ServiceState(transition.target.id),
+            )
             table.setdefault(str(transition.event), []).append(pair)
     return table
 

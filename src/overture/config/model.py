@@ -256,7 +256,7 @@ class Service(_Model):
         if self.runner == "process" and self.command is None and self.preset is None:
             raise ValueError(
                 "a process service needs a command (or a preset: "
-                f"{', '.join(PRESETS)}), or runner = \"external\""
+                f'{", ".join(PRESETS)}), or runner = "external"'
             )
         if self.runner == "external" and self.ready is None and self.preset is None:
             raise ValueError(
