@@ -33,6 +33,8 @@ class ProbeContext:
     env: dict[str, str] = field(default_factory=dict)
     subscribe_lines: Callable[[Callable[[str], None]], None] | None = None
     """Registers a callback for each output line of the service (log probes)."""
+    wake: Callable[[], None] | None = None
+    """Asks the scheduler to check again now (a log line just matched)."""
 
 
 class Checker(abc.ABC):

@@ -1,0 +1,5 @@
+import sys
+
+from overture.cli import main
+
+sys.exit(main())

@@ -1,0 +1,239 @@
+"""Brings a selection of services up and down over the dependency graph.
+
+Both directions are event-driven. A service starts the moment every one of
+its dependencies meets its condition, so independent branches start
+concurrently and nobody waits for a "level" to finish. A service stops the
+moment none of its dependents still has a process. The orchestrator learns
+about every change through the transitions of the services' state machines,
+which it forwards to the event bus before reacting to them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+
+from overture.config.model import Condition, Project
+from overture.graph import Graph
+from overture.lifecycle import ServiceState, Transition
+from overture.observe.events import EventBus
+from overture.observe.output import OutputStore
+from overture.runtime import ServiceRuntime
+
+log = logging.getLogger("overture.orchestrator")
+
+S = ServiceState
+
+# The dependency's states that satisfy each condition.
+_MEETS: dict[Condition, frozenset[ServiceState]] = {
+    Condition.STARTED: frozenset({S.STARTING, S.READY, S.DEGRADED, S.COMPLETED}),
+    Condition.HEALTHY: frozenset({S.READY, S.COMPLETED}),
+    Condition.COMPLETED: frozenset({S.COMPLETED}),
+}
+# States in which a service has, or may be about to have, a process.
+_HAS_PROCESS = frozenset({S.STARTING, S.READY, S.DEGRADED, S.STOPPING})
+_NO_PROCESS = frozenset({S.STOPPED, S.FAILED, S.BLOCKED, S.COMPLETED})
+# States an `up` waits for: nothing more happens without a new cause.
+_SETTLED = frozenset({S.READY, S.DEGRADED, S.COMPLETED, S.FAILED, S.BLOCKED, S.STOPPED})
+
+
+@dataclass(eq=False)
+class _Wait:
+    """Resolves when every member satisfies `done` (checked per transition)."""
+
+    pending: set[str]
+    done: Callable[[ServiceRuntime], bool]
+    future: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        project: Project,
+        graph: Graph,
+        bus: EventBus | None = None,
+        outputs: OutputStore | None = None,
+    ) -> None:
+        self.project = project
+        self.graph = graph
+        self.bus = bus or EventBus()
+        self.outputs = outputs or OutputStore(project.state_dir / "logs")
+        self.runtimes: dict[str, ServiceRuntime] = {}
+        self.active: set[str] = set()
+        """Services asked to run (by `up` or `start`) and not asked to stop."""
+        self._stop_pending: set[str] = set()
+        self._waits: dict[str, list[_Wait]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def runtime(self, name: str) -> ServiceRuntime:
+        runtime = self.runtimes.get(name)
+        if runtime is None:
+            runtime = ServiceRuntime(
+                name,
+                self.project.services[name],
+                self.project,
+                self.outputs.of(name),
+                self._on_transition,
+            )
+            self.runtimes[name] = runtime
+        return runtime
+
+    # Up
+
+    async def up(self, names: Iterable[str]) -> list[str]:
+        """Start `names` (a dependency-closed selection); return those that failed.
+
+        Returns once every one of them is settled: ready, completed, failed or
+        blocked.
+        """
+        order = self.graph.order(names)
+        for name in order:
+            runtime = self.runtime(name)
+            self.active.add(name)
+            self._stop_pending.discard(name)
+            if runtime.lifecycle.allowed("start"):
+                runtime.send("start", "requested")
+        wait = self._wait_for(order, _settled)
+        for name in order:
+            self._evaluate_start(name)
+        await wait
+        return [n for n in order if self.runtimes[n].state in (S.FAILED, S.BLOCKED)]
+
+    def _evaluate_start(self, name: str) -> None:
+        runtime = self.runtimes[name]
+        if runtime.state is not S.WAITING or name not in self.active:
+            return
+        pending = []
+        for dep, spec in self.graph.dependencies(name).items():
+            other = self.runtimes.get(dep)
+            if other is None or dep not in self.active:
+                if spec.required:
+                    runtime.send("block", f"required dependency {dep} is not running")
+                    return
+                continue
+            state = other.state
+            if state in (S.FAILED, S.BLOCKED):
+                if spec.required:
+                    runtime.send("block", f"dependency {dep} {state.value}")
+                    return
+                continue
+            if state not in _MEETS[spec.condition]:
+                pending.append(dep)
+        if not pending:
+            deps = self.graph.dependencies(name)
+            reason = "dependencies met" if deps else "no dependencies"
+            runtime.launch(reason)
+
+    # Down
+
+    async def down(
+        self, names: Iterable[str] | None = None, reason: str = "down"
+    ) -> None:
+        """Stop `names` (default: everything) and every service depending on them.
+
+        Dependents stop before their dependencies; independent branches stop
+        concurrently.
+        """
+        targets = self._with_dependents(self.runtimes if names is None else names)
+        targets = {n for n in targets if self.runtimes[n].state is not S.STOPPED}
+        self.active -= targets
+        self._stop_pending |= targets
+        wait = self._wait_for(targets, lambda r: r.state is S.STOPPED)
+        for name in sorted(targets):
+            self._evaluate_stop(name, reason)
+        await wait
+
+    def _with_dependents(self, names: Iterable[str]) -> set[str]:
+        found: set[str] = set()
+        todo = [n for n in names if n in self.runtimes]
+        while todo:
+            name = todo.pop()
+            if name not in found:
+                found.add(name)
+                todo.extend(
+                    d for d in self.graph.dependents(name) if d in self.runtimes
+                )
+        return found
+
+    def _evaluate_stop(self, name: str, reason: str = "down") -> None:
+        if name not in self._stop_pending:
+            return
+        for dependent in self.graph.dependents(name):
+            other = self.runtimes.get(dependent)
+            if other is not None and other.state in _HAS_PROCESS:
+                return
+        self._stop_pending.discard(name)
+        self._spawn(self.runtimes[name].stop(reason))
+
+    def idle(self) -> asyncio.Future[None]:
+        """Resolves when no active service has a process or is about to start."""
+        idle = _NO_PROCESS
+        return self._wait_for(set(self.active), lambda r: r.state in idle)
+
+    def failed(self) -> list[str]:
+        return [n for n, r in self.runtimes.items() if r.state is S.FAILED]
+
+    def kill_all(self) -> None:
+        """SIGKILL every process group now; stop sequences see the exits."""
+        for runtime in self.runtimes.values():
+            runtime.kill()
+
+    # Reacting to transitions
+
+    def _on_transition(self, transition: Transition) -> None:
+        self.bus.publish(transition)
+        for wait in self._waits.get(transition.service, ()):
+            self._update_wait(wait, transition.service)
+        # Reactions run from the loop, not inside the machine's send: a chain
+        # of 10,000 services must not become 10,000 nested calls.
+        asyncio.get_running_loop().call_soon(self._react, transition)
+
+    def _react(self, transition: Transition) -> None:
+        name, target = transition.service, transition.target
+        if target is not S.WAITING:
+            for dependent in self.graph.dependents(name):
+                if dependent in self.runtimes:
+                    self._evaluate_start(dependent)
+        if target in _NO_PROCESS:
+            for dependency in self.graph.dependencies(name):
+                self._evaluate_stop(dependency)
+
+    def _wait_for(
+        self, names: Iterable[str], done: Callable[[ServiceRuntime], bool]
+    ) -> asyncio.Future[None]:
+        wait = _Wait(set(), done)
+        for name in names:
+            self._waits.setdefault(name, []).append(wait)
+            self._update_wait(wait, name)
+        if not wait.pending:
+            wait.future.set_result(None)
+        wait.future.add_done_callback(lambda _: self._forget(wait))
+        return wait.future
+
+    def _update_wait(self, wait: _Wait, name: str) -> None:
+        if wait.future.done():
+            return
+        if wait.done(self.runtimes[name]):
+            wait.pending.discard(name)
+            if not wait.pending:
+                wait.future.set_result(None)
+        else:
+            wait.pending.add(name)
+
+    def _forget(self, wait: _Wait) -> None:
+        for waits in self._waits.values():
+            if wait in waits:
+                waits.remove(wait)
+
+    def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _settled(runtime: ServiceRuntime) -> bool:
+    return runtime.state in _SETTLED

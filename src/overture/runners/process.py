@@ -1,0 +1,264 @@
+"""The process runner: one child in its own session, watched without threads.
+
+Each child is spawned with `start_new_session`, so its pid is also the id of a
+process group holding everything it starts (unless a grandchild makes a
+session of its own; `orphans` finds those). Its stdout and stderr are read by
+pipe protocols on the event loop, line by line, and its exit is seen through
+a pidfd registered with the loop: no thread and no polling per child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import functools
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("overture.runner")
+
+LineSink = Callable[[str, str], None]
+"""Receives (stream, line) for every line the child prints."""
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+MARKER = "OVERTURE_SERVICE"
+"""Set in each child's environment; inherited, it names the owner of orphans."""
+
+
+def become_subreaper() -> None:
+    """Make orphaned descendants (double-forked daemons) our children.
+
+    Without this a grandchild that leaves the service's session re-parents to
+    init and outlives the service; with it, `kill_orphans` can find it.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        log.warning(
+            "cannot become a child subreaper: %s", os.strerror(ctypes.get_errno())
+        )
+
+
+def _our_children() -> list[int]:
+    pids: list[int] = []
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(OSError):
+            pids.extend(int(p) for p in (task / "children").read_text().split())
+    return pids
+
+
+def kill_orphans(service: str, spare: int | None = None) -> list[int]:
+    """SIGKILL and reap our children that carry `service`'s marker.
+
+    These are descendants that left the service's process group, so a signal
+    to the group missed them. Returns their pids.
+    """
+    marker = f"{MARKER}={service}\0".encode()
+    killed = []
+    for pid in _our_children():
+        if pid == spare:
+            continue
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if (b"\0" + environ).find(b"\0" + marker) == -1:
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        killed.append(pid)
+    if killed:
+        log.warning(
+            "service=%s left processes outside its group; killed %s", service, killed
+        )
+    return killed
+
+
+@dataclass(frozen=True, slots=True)
+class StopOutcome:
+    returncode: int | None
+    forced: bool
+    """True when the group had to be killed after the grace period."""
+    elapsed: float
+
+
+class _LineReader(asyncio.Protocol):
+    """Splits a pipe into lines; a last line without newline is kept too."""
+
+    def __init__(self, stream: str, sink: LineSink, closed: asyncio.Future[None]):
+        self._stream = stream
+        self._sink = sink
+        self._closed = closed
+        self._pending = b""
+
+    def data_received(self, data: bytes) -> None:
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        for line in lines:
+            self._sink(self._stream, line.decode(errors="replace").rstrip("\r"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._pending:
+            self._sink(self._stream, self._pending.decode(errors="replace"))
+            self._pending = b""
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+
+class ProcessRunner:
+    """Starts, watches and stops one service's process group."""
+
+    def __init__(
+        self,
+        service: str,
+        argv: list[str],
+        *,
+        env: dict[str, str],
+        cwd: Path | None = None,
+        user: str | None = None,
+        on_line: LineSink,
+    ) -> None:
+        self.service = service
+        self.argv = argv
+        self.env = {**env, MARKER: service}
+        self.cwd = cwd
+        self.user = user
+        self.on_line = on_line
+        self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self._exited: asyncio.Future[int] | None = None
+        self._output_closed: list[asyncio.Future[None]] = []
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def exited(self) -> asyncio.Future[int]:
+        """Resolves with the return code (negative: killed by that signal)."""
+        assert self._exited is not None, "not started"
+        return self._exited
+
+    async def start(self) -> int:
+        """Spawn the child; raise OSError (with the reason) if it cannot run."""
+        loop = asyncio.get_running_loop()
+        self.process = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=self.cwd,
+            env=self.env,
+            user=self.user,
+            start_new_session=True,
+        )
+        self.started_at = time.monotonic()
+        self._exited = loop.create_future()
+
+        # Exit first, then output: a child that dies at once is still seen.
+        pidfd = os.pidfd_open(self.process.pid)
+        loop.add_reader(pidfd, self._on_exit, pidfd)
+        for stream, pipe in (
+            ("stdout", self.process.stdout),
+            ("stderr", self.process.stderr),
+        ):
+            closed: asyncio.Future[None] = loop.create_future()
+            self._output_closed.append(closed)
+            reader = functools.partial(_LineReader, stream, self.on_line, closed)
+            await loop.connect_read_pipe(reader, pipe)
+        return self.process.pid
+
+    def _on_exit(self, pidfd: int) -> None:
+        assert self.process is not None and self._exited is not None
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        returncode = self.process.wait()
+        if not self._exited.done():
+            self._exited.set_result(returncode)
+
+    async def output_closed(self, timeout: float) -> None:
+        """Wait (bounded) until both pipes reached end of file."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*self._output_closed)
+
+    def signal_group(self, sig: signal.Signals) -> bool:
+        """Send `sig` to the whole process group; False if it is already gone."""
+        if self.process is None:
+            return False
+        try:
+            os.killpg(self.process.pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def stop(
+        self, sig: signal.Signals, timeout: float, command: list[str] | None = None
+    ) -> StopOutcome:
+        """Stop command, then `sig` to the group, then SIGKILL after `timeout`."""
+        began = time.monotonic()
+        if self.process is None or self._exited is None:
+            return StopOutcome(None, False, 0.0)
+
+        # Phase 1: the service's own stop command, within the same grace period.
+        if command and not self._exited.done():
+            await self._run_stop_command(command, timeout)
+
+        # Phase 2: the configured signal to the group, and the grace period.
+        if not self._exited.done():
+            self.signal_group(sig)
+        remaining = max(0.0, timeout - (time.monotonic() - began))
+        forced = False
+        try:
+            async with asyncio.timeout(remaining):
+                returncode = await asyncio.shield(self._exited)
+        except TimeoutError:
+            # Phase 3: it ignored the signal; the whole group goes.
+            log.warning(
+                "service=%s ignored %s for %.1fs; sending SIGKILL to its group",
+                self.service,
+                sig.name,
+                timeout,
+            )
+            forced = True
+            self.signal_group(signal.SIGKILL)
+            returncode = await self._exited
+
+        # Whatever else is left (children that outlived it, in or out of its group).
+        self.kill()
+        return StopOutcome(returncode, forced, time.monotonic() - began)
+
+    async def _run_stop_command(self, command: list[str], timeout: float) -> None:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            log.warning("service=%s stop command failed: %s", self.service, exc)
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the group and any orphan of the service, at once."""
+        self.signal_group(signal.SIGKILL)
+        if self._exited is not None and self._exited.done():
+            kill_orphans(self.service)

@@ -1,0 +1,277 @@
+"""One service at run time: its state machine, its runner and its probes.
+
+The runtime drives the lifecycle of one service through its start sequence
+(prepare, spawn, wait for the ready probe within the startup timeout) and its
+stop sequence (stop command, signal, grace period, SIGKILL). It decides
+nothing about other services: the orchestrator listens to its transitions and
+decides when it starts and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from overture.config.model import Probe, Project, Service, Stop
+from overture.lifecycle import Lifecycle, ServiceState, Transition
+from overture.observe.output import LogLine, ServiceOutput
+from overture.probes import ProbeContext, ProbeResult, build_checker
+from overture.runners.process import ProcessRunner, StopOutcome
+
+if TYPE_CHECKING:
+    from overture.presets.base import Preset
+
+log = logging.getLogger("overture.runtime")
+
+S = ServiceState
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with {returncode}"
+
+
+def is_clean_stop(returncode: int | None, sent: signal.Signals) -> bool:
+    """An exit caused by the signal Overture sent counts as clean."""
+    if returncode is None or returncode == 0:
+        return True
+    return returncode in (-sent, 128 + sent) or returncode in (130, 143, -2, -15)
+
+
+class ServiceRuntime:
+    """The runtime side of one service."""
+
+    def __init__(
+        self,
+        name: str,
+        spec: Service,
+        project: Project,
+        output: ServiceOutput,
+        on_transition: Callable[[Transition], None],
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.project = project
+        self.output = output
+        self.lifecycle = Lifecycle(name, on_transition)
+        self.runner: ProcessRunner | None = None
+        self.last_probe: ProbeResult | None = None
+        self.restarts = 0
+        self.ready_at: float | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop_spec = spec.stop
+        self._preset: Preset | None = None
+
+    @property
+    def state(self) -> ServiceState:
+        return self.lifecycle.state
+
+    @property
+    def pid(self) -> int | None:
+        return self.runner.pid if self.runner else None
+
+    def send(self, event: str, reason: str) -> None:
+        self.lifecycle.send(event, reason)
+
+    # Start
+
+    def launch(self, reason: str) -> None:
+        """All dependencies met: go to starting and run the start sequence."""
+        self.lifecycle.send("deps_met", reason)
+        self._task = asyncio.create_task(
+            self._start_sequence(), name=f"start {self.name}"
+        )
+
+    async def _start_sequence(self) -> None:
+        began = time.monotonic()
+        try:
+            async with asyncio.timeout(self.spec.startup_timeout):
+                await self._prepare_and_spawn()
+                await self._wait_ready()
+                if self._preset is not None:
+                    await self._preset.after_ready()
+        except TimeoutError:
+            detail = f": {self.last_probe.detail}" if self.last_probe else ""
+            self._fail_start(f"not ready after {self.spec.startup_timeout:g}s{detail}")
+            return
+        except OSError as exc:
+            self._fail_start(f"cannot start {self._argv0()!r}: {exc.strerror or exc}")
+            return
+        except Exception as exc:  # a preset's set-up failed; say why
+            log.debug("service=%s start failed", self.name, exc_info=True)
+            self._fail_start(f"start failed: {exc}")
+            return
+        self.ready_at = time.monotonic()
+        after = self.ready_at - began
+        probe = self._ready_probe()
+        why = f"{probe.kind} probe passed" if probe else "started (no ready probe)"
+        self.lifecycle.send("became_ready", f"{why} after {after:.2f}s")
+
+    def _argv0(self) -> str:
+        return self.runner.argv[0] if self.runner and self.runner.argv else "?"
+
+    def _ready_probe(self) -> Probe | None:
+        if self.spec.ready is not None:
+            return self.spec.ready
+        return self._preset.probe() if self._preset is not None else None
+
+    async def _prepare_and_spawn(self) -> None:
+        spec = self.spec
+        argv = spec.argv()
+        env = self._environment()
+        user, cwd = spec.user, self._cwd()
+        if spec.preset is not None:
+            from overture.presets import load_preset
+
+            self._preset = load_preset(self.name, spec, self.project)
+            await self._preset.prepare()
+            launch = self._preset.launch()
+            argv = argv or launch.argv
+            env = {**env, **launch.env}
+            user = user or launch.user
+            if spec.cwd is None and launch.cwd is not None:
+                cwd = launch.cwd
+            if "stop" not in spec.model_fields_set:
+                self._stop_spec = launch.stop
+        if spec.runner == "external":
+            return
+
+        self.runner = ProcessRunner(
+            self.name, argv, env=env, cwd=cwd, user=user, on_line=self.output.write
+        )
+        await self.runner.start()
+        self.runner.exited.add_done_callback(self._on_exit)
+
+    def _cwd(self) -> Path:
+        if self.spec.cwd is None:
+            return self.project.root
+        return self.project.root / self.spec.cwd
+
+    def _environment(self) -> dict[str, str]:
+        """Inherited, then each env_file in order, then `env`."""
+        env = dict(os.environ)
+        if self.spec.env_file:
+            from overture.config.load import read_env_file
+
+            for path in self.spec.env_file:
+                env.update(read_env_file(self.project.root / path))
+        env.update(self.spec.env)
+        return env
+
+    async def _wait_ready(self) -> None:
+        probe = self._ready_probe()
+        if probe is None:
+            return
+        wake = asyncio.Event()
+        checker = build_checker(probe, self._probe_context(wake.set))
+        try:
+            if probe.start_period:
+                await asyncio.sleep(probe.start_period)
+            # Poll quickly at first (most services are ready within tens of
+            # milliseconds), backing off to the probe's interval.
+            delay, passes = 0.005, 0
+            while True:
+                self.last_probe = await checker.check()
+                passes = passes + 1 if self.last_probe.ok else 0
+                if passes >= probe.success_threshold:
+                    return
+                delay = min(delay * 2, probe.interval)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await wake.wait()
+                wake.clear()
+        finally:
+            await checker.close()
+
+    def _probe_context(self, wake: Callable[[], None]) -> ProbeContext:
+        def subscribe(callback: Callable[[str], None]) -> None:
+            def on_line(record: LogLine) -> None:
+                callback(record.line)
+
+            self.output.listeners.append(on_line)
+
+        return ProbeContext(
+            service=self.name,
+            cwd=self.project.root,
+            env=dict(self.spec.env),
+            subscribe_lines=subscribe,
+            wake=wake,
+        )
+
+    def _fail_start(self, reason: str) -> None:
+        if self.state is S.STARTING:
+            self.lifecycle.send("fail", reason)
+        if self.runner is not None:
+            self.runner.kill()
+
+    def _on_exit(self, exited: asyncio.Future[int]) -> None:
+        if exited.cancelled():
+            return
+        returncode = exited.result()
+        state = self.state
+        if state not in (S.STARTING, S.READY, S.DEGRADED):
+            return  # a stop is under way and will report it
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        assert self.runner is not None
+        self.runner.kill()  # what it left in its group goes with it
+        if self.spec.oneshot and returncode == 0:
+            self.lifecycle.send("complete", "exited with 0")
+        else:
+            self.lifecycle.send("fail", describe_exit(returncode))
+
+    # Stop
+
+    async def stop(self, reason: str) -> None:
+        """Bring the service to stopped, whatever state it is in."""
+        state = self.state
+        if state in (S.FAILED, S.BLOCKED, S.COMPLETED):
+            self.lifecycle.send("reset", reason)
+            return
+        if state is S.STOPPED or state is S.STOPPING:
+            return
+        self.lifecycle.send("stop", reason)
+        await self._cancel_start()
+        outcome = await self._stop_process()
+        self.lifecycle.send("stop_done", self._describe_stop(outcome))
+
+    async def _cancel_start(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _stop_process(self) -> StopOutcome | None:
+        runner = self.runner
+        if runner is None or runner.process is None:
+            return None
+        stop: Stop = self._stop_spec
+        return await runner.stop(stop.signal, stop.timeout, stop.command)
+
+    def _describe_stop(self, outcome: StopOutcome | None) -> str:
+        if outcome is None or outcome.returncode is None:
+            return "nothing was running"
+        sent = self._stop_spec.signal
+        if outcome.forced:
+            return (
+                f"killed with SIGKILL: ignored {sent.name} "
+                f"for {self._stop_spec.timeout:g}s"
+            )
+        how = "clean" if is_clean_stop(outcome.returncode, sent) else "unclean"
+        return f"{sent.name} sent, {describe_exit(outcome.returncode)} ({how})"
+
+    def kill(self) -> None:
+        """SIGKILL the whole group now; the stop sequence sees the exit."""
+        if self.runner is not None:
+            self.runner.kill()
