@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 
-from overture.config.model import Condition, Project
+from overture.config.model import Condition, OnFailure, Project
 from overture.graph import Graph
 from overture.lifecycle import ServiceState, Transition
 from overture.observe.events import EventBus
@@ -96,6 +96,8 @@ class Orchestrator:
             self.active.add(name)
             self._stop_pending.discard(name)
             if runtime.lifecycle.allowed("start"):
+                runtime.cancel_retry()
+                runtime.budget.reset()
                 runtime.send("start", "requested")
         wait = self._wait_for(order, _settled)
         for name in order:
@@ -116,7 +118,9 @@ class Orchestrator:
                     return
                 continue
             state = other.state
-            if state in (S.FAILED, S.BLOCKED):
+            if state is S.FAILED and other.retry_pending:
+                pending.append(dep)  # its restart policy brings it back
+            elif state in (S.FAILED, S.BLOCKED):
                 if spec.required:
                     runtime.send("block", f"dependency {dep} {state.value}")
                     return
@@ -172,7 +176,9 @@ class Orchestrator:
     def idle(self) -> asyncio.Future[None]:
         """Resolves when no active service has a process or is about to start."""
         idle = _NO_PROCESS
-        return self._wait_for(set(self.active), lambda r: r.state in idle)
+        return self._wait_for(
+            set(self.active), lambda r: r.state in idle and not r.retry_pending
+        )
 
     def failed(self) -> list[str]:
         return [n for n, r in self.runtimes.items() if r.state is S.FAILED]
@@ -194,13 +200,52 @@ class Orchestrator:
 
     def _react(self, transition: Transition) -> None:
         name, target = transition.service, transition.target
-        if target is not S.WAITING:
-            for dependent in self.graph.dependents(name):
-                if dependent in self.runtimes:
-                    self._evaluate_start(dependent)
+        if target is S.WAITING:
+            self._evaluate_start(name)  # a restart by policy
+            return
+        if target is S.FAILED:
+            self._contain(name, transition.reason)
+        elif target is S.READY:
+            self._recovered(name)
+        for dependent in self.graph.dependents(name):
+            if dependent in self.runtimes:
+                self._evaluate_start(dependent)
         if target in _NO_PROCESS:
             for dependency in self.graph.dependencies(name):
                 self._evaluate_stop(dependency)
+
+    def _contain(self, failed: str, reason: str) -> None:
+        """Apply each running dependent's `on_failure` for this dependency."""
+        for name in self.graph.dependents(failed):
+            runtime = self.runtimes.get(name)
+            if runtime is None or name not in self.active:
+                continue
+            if runtime.state not in (S.STARTING, S.READY, S.DEGRADED):
+                continue
+            policy = self.graph.dependencies(name)[failed].on_failure
+            why = f"dependency {failed} failed"
+            if policy is OnFailure.DEGRADE:
+                runtime.mark_degraded(f"dependency {failed}", why)
+            elif policy is OnFailure.RESTART:
+                self._spawn(self._restart_with(name, why))
+            elif policy is OnFailure.STOP:
+                self._spawn(self.down([name], reason=f"{why} (on_failure = stop)"))
+
+    async def _restart_with(self, name: str, why: str) -> None:
+        """Stop a dependent now; it waits for its dependency to come back."""
+        runtime = self.runtimes[name]
+        await runtime.stop(f"{why} (on_failure = restart)")
+        if name in self.active and runtime.lifecycle.allowed("start"):
+            runtime.send("start", "restarting with its dependency")
+
+    def _recovered(self, name: str) -> None:
+        for dependent in self.graph.dependents(name):
+            runtime = self.runtimes.get(dependent)
+            if runtime is None or dependent not in self.active:
+                continue
+            runtime.clear_degraded(f"dependency {name}")
+            if runtime.state is S.BLOCKED:
+                runtime.send("start", f"dependency {name} is ready again")
 
     def _wait_for(
         self, names: Iterable[str], done: Callable[[ServiceRuntime], bool]
@@ -236,4 +281,4 @@ class Orchestrator:
 
 
 def _settled(runtime: ServiceRuntime) -> bool:
-    return runtime.state in _SETTLED
+    return runtime.state in _SETTLED and not runtime.retry_pending

@@ -23,6 +23,7 @@ from overture.config.model import Probe, Project, Service, Stop
 from overture.lifecycle import Lifecycle, ServiceState, Transition
 from overture.observe.output import LogLine, ServiceOutput
 from overture.probes import ProbeContext, ProbeResult, build_checker
+from overture.restart import RestartBudget
 from overture.runners.process import ProcessRunner, StopOutcome
 
 if TYPE_CHECKING:
@@ -69,7 +70,15 @@ class ServiceRuntime:
         self.last_probe: ProbeResult | None = None
         self.restarts = 0
         self.ready_at: float | None = None
+        self.budget = RestartBudget(spec.restart)
+        self.retry_pending = False
+        """Failed, with a restart scheduled by the policy."""
+        self.degraded_by: dict[str, str] = {}
+        """Why it is degraded: cause (`live`, `dependency X`) -> reason."""
         self._task: asyncio.Task[None] | None = None
+        self._live_task: asyncio.Task[None] | None = None
+        self._retry_timer: asyncio.TimerHandle | None = None
+        self._stopping_old: asyncio.Task[None] | None = None
         self._stop_spec = spec.stop
         self._preset: Preset | None = None
 
@@ -117,6 +126,10 @@ class ServiceRuntime:
         probe = self._ready_probe()
         why = f"{probe.kind} probe passed" if probe else "started (no ready probe)"
         self.lifecycle.send("became_ready", f"{why} after {after:.2f}s")
+        if self.spec.live is not None:
+            self._live_task = asyncio.create_task(
+                self._watch_live(self.spec.live), name=f"live {self.name}"
+            )
 
     def _argv0(self) -> str:
         return self.runner.argv[0] if self.runner and self.runner.argv else "?"
@@ -210,10 +223,111 @@ class ServiceRuntime:
         )
 
     def _fail_start(self, reason: str) -> None:
-        if self.state is S.STARTING:
-            self.lifecycle.send("fail", reason)
         if self.runner is not None:
             self.runner.kill()
+        if self.state is S.STARTING:
+            self._fail(reason, clean_exit=False)
+
+    # Running: liveness, degradation, failure and the restart policy
+
+    async def _watch_live(self, probe: Probe) -> None:
+        """Check on a fixed beat; degrade on a failure, fail at the threshold."""
+        checker = build_checker(probe, self._probe_context(lambda: None))
+        failures = passes = 0
+        try:
+            await asyncio.sleep(probe.start_period)
+            beat = time.monotonic()
+            while True:
+                result = self.last_probe = await checker.check()
+                if result.ok:
+                    failures, passes = 0, passes + 1
+                    if passes >= probe.success_threshold:
+                        self.clear_degraded("live")
+                else:
+                    failures, passes = failures + 1, 0
+                    reason = f"live {probe.kind} probe failed: {result.detail}"
+                    if failures >= probe.failure_threshold:
+                        self._fail_running(f"{reason} ({failures} times in a row)")
+                        return
+                    self.mark_degraded("live", reason)
+                beat += probe.interval
+                await asyncio.sleep(max(0.0, beat - time.monotonic()))
+        finally:
+            await checker.close()
+
+    def mark_degraded(self, cause: str, reason: str) -> None:
+        self.degraded_by[cause] = reason
+        if self.state is S.READY:
+            self.lifecycle.send("degrade", reason)
+
+    def clear_degraded(self, cause: str) -> None:
+        if self.degraded_by.pop(cause, None) is None:
+            return
+        if not self.degraded_by and self.state is S.DEGRADED:
+            self.lifecycle.send("recover", f"{cause} recovered")
+
+    def _fail_running(self, reason: str) -> None:
+        """A live failure: the process goes (politely), the policy decides."""
+        if self.runner is not None:
+            stop = self._stop_spec
+            self._stopping_old = asyncio.create_task(
+                self._stop_quietly(self.runner, stop)
+            )
+        self._fail(reason, clean_exit=False)
+
+    @staticmethod
+    async def _stop_quietly(runner: ProcessRunner, stop: Stop) -> None:
+        await runner.stop(stop.signal, stop.timeout, stop.command)
+
+    def _fail(self, reason: str, clean_exit: bool) -> None:
+        """Go to failed, saying whether and when the policy restarts it."""
+        self._cancel_live()
+        self.degraded_by.clear()
+        delay = self.budget.next_delay() if self.budget.applies(clean_exit) else None
+        if delay is not None:
+            self.retry_pending = True
+            used, cap = self.budget.used, self.spec.restart.max
+            reason += f"; restarting in {delay:.2f}s ({used}/{cap})"
+            loop = asyncio.get_running_loop()
+            self._retry_timer = loop.call_later(delay, self._retry)
+        elif self.budget.applies(clean_exit):
+            window = self.spec.restart.window
+            reason += (
+                f"; circuit open: {self.budget.used} restarts in {window:g}s,"
+                f" restart it by hand"
+            )
+        self.lifecycle.send("fail", reason)
+
+    def _retry(self) -> None:
+        self._retry_timer = None
+        if self.state is not S.FAILED:
+            return
+        self._task = asyncio.create_task(
+            self._retry_when_gone(), name=f"retry {self.name}"
+        )
+
+    async def _retry_when_gone(self) -> None:
+        # The failed process may still be in its stop sequence.
+        if self._stopping_old is not None:
+            await self._stopping_old
+            self._stopping_old = None
+        if self.state is S.FAILED and self.retry_pending:
+            self.retry_pending = False
+            self.restarts += 1
+            self.lifecycle.send("retry", f"restart {self.budget.used} by policy")
+
+    def _cancel_live(self) -> None:
+        task = self._live_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+        self._live_task = None
+
+    def cancel_retry(self) -> None:
+        """A user stop or start overrides a pending restart."""
+        self.retry_pending = False
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
 
     def _on_exit(self, exited: asyncio.Future[int]) -> None:
         if exited.cancelled():
@@ -227,21 +341,27 @@ class ServiceRuntime:
         assert self.runner is not None
         self.runner.kill()  # what it left in its group goes with it
         if self.spec.oneshot and returncode == 0:
+            self._cancel_live()
             self.lifecycle.send("complete", "exited with 0")
         else:
-            self.lifecycle.send("fail", describe_exit(returncode))
+            self._fail(describe_exit(returncode), clean_exit=returncode == 0)
 
     # Stop
 
     async def stop(self, reason: str) -> None:
         """Bring the service to stopped, whatever state it is in."""
+        self.cancel_retry()
         state = self.state
         if state in (S.FAILED, S.BLOCKED, S.COMPLETED):
+            if self._stopping_old is not None:
+                await self._stopping_old
             self.lifecycle.send("reset", reason)
             return
         if state is S.STOPPED or state is S.STOPPING:
             return
         self.lifecycle.send("stop", reason)
+        self._cancel_live()
+        self.degraded_by.clear()
         await self._cancel_start()
         outcome = await self._stop_process()
         self.lifecycle.send("stop_done", self._describe_stop(outcome))
