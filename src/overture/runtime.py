@@ -175,7 +175,7 @@ class ServiceRuntime:
         """Inherited, then each env_file in order, then `env`."""
         env = dict(os.environ)
         if self.spec.env_file:
-            from overture.config.load import read_env_file
+            from overture.config.dotenv import read_env_file
 
             for path in self.spec.env_file:
                 env.update(read_env_file(self.project.root / path))

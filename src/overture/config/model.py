@@ -7,6 +7,7 @@ the line and the nearest valid key).
 
 from __future__ import annotations
 
+import math
 import re
 import signal
 from enum import StrEnum
@@ -23,16 +24,20 @@ from pydantic import (
 )
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_duration(value: Any) -> float:
-    """Seconds from `1.5`, `"250ms"`, `"10s"`, `"2m"` or `"1h30m"`."""
+    """Seconds from `1.5`, `"1.5"`, `"250ms"`, `"10s"`, `"2m"` or `"1h30m"`."""
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration")
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        # Interpolated values are always strings: "${TIMEOUT:-10}" is 10 seconds.
+        value = float(value)
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"{value!r} is negative; a duration is >= 0")
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a duration; it must be finite and >= 0")
         return float(value)
     if isinstance(value, str):
         text = value.strip().replace(" ", "")
@@ -48,6 +53,8 @@ def parse_duration(value: Any) -> float:
 def parse_signal(value: Any) -> signal.Signals:
     """A signal from `"SIGTERM"`, `"TERM"`, `"term"` or its number."""
     valid = sorted(s.name for s in signal.Signals if not s.name.startswith("SIGRT"))
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)  # an interpolated "${STOPSIGNAL:-15}" is text
     if isinstance(value, int) and not isinstance(value, bool):
         try:
             return signal.Signals(value)
