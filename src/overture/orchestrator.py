@@ -65,7 +65,8 @@ class Orchestrator:
         self.runtimes: dict[str, ServiceRuntime] = {}
         self.active: set[str] = set()
         """Services asked to run (by `up` or `start`) and not asked to stop."""
-        self._stop_pending: set[str] = set()
+        self._stop_pending: dict[str, str] = {}
+        """Services to stop once their dependents are down, with the reason."""
         self._waits: dict[str, list[_Wait]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -94,7 +95,7 @@ class Orchestrator:
         for name in order:
             runtime = self.runtime(name)
             self.active.add(name)
-            self._stop_pending.discard(name)
+            self._stop_pending.pop(name, None)
             if runtime.lifecycle.allowed("start"):
                 runtime.cancel_retry()
                 runtime.budget.reset()
@@ -145,10 +146,10 @@ class Orchestrator:
         targets = self._with_dependents(self.runtimes if names is None else names)
         targets = {n for n in targets if self.runtimes[n].state is not S.STOPPED}
         self.active -= targets
-        self._stop_pending |= targets
+        self._stop_pending.update(dict.fromkeys(targets, reason))
         wait = self._wait_for(targets, lambda r: r.state is S.STOPPED)
         for name in sorted(targets):
-            self._evaluate_stop(name, reason)
+            self._evaluate_stop(name)
         await wait
 
     def _with_dependents(self, names: Iterable[str]) -> set[str]:
@@ -163,14 +164,14 @@ class Orchestrator:
                 )
         return found
 
-    def _evaluate_stop(self, name: str, reason: str = "down") -> None:
+    def _evaluate_stop(self, name: str) -> None:
         if name not in self._stop_pending:
             return
         for dependent in self.graph.dependents(name):
             other = self.runtimes.get(dependent)
             if other is not None and other.state in _HAS_PROCESS:
                 return
-        self._stop_pending.discard(name)
+        reason = self._stop_pending.pop(name)
         self._spawn(self.runtimes[name].stop(reason))
 
     def idle(self) -> asyncio.Future[None]:
