@@ -184,6 +184,10 @@ class Orchestrator:
     def failed(self) -> list[str]:
         return [n for n, r in self.runtimes.items() if r.state is S.FAILED]
 
+    def close(self) -> None:
+        """Close the service log files (after a down)."""
+        self.outputs.close()
+
     def kill_all(self) -> None:
         """SIGKILL every process group now; stop sequences see the exits."""
         for runtime in self.runtimes.values():

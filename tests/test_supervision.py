@@ -1,0 +1,362 @@
+"""Supervision: restart policies, live probes, containment, and the guard.
+
+Real children and real probes; every wait is on a lifecycle event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from helpers import free_port, script, tcp_listener
+from overture.config.model import Project
+from overture.graph import Graph
+from overture.lifecycle import ServiceState, Transition
+from overture.orchestrator import Orchestrator
+
+S = ServiceState
+
+
+def long_running() -> list[str]:
+    """Prints `ready`, then waits; SIGTERM ends it."""
+    return script("import signal\nprint('ready', flush=True)\nwhile True: signal.pause()")
+
+
+class Recorder:
+    """Collects transitions and lets a test wait for one that matches."""
+
+    def __init__(self) -> None:
+        self.events: list[Transition] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, transition: Transition) -> None:
+        self.events.append(transition)
+        self._changed.set()
+
+    async def until(
+        self, match: Callable[[Transition], bool], timeout: float = 20
+    ) -> Transition:
+        async with asyncio.timeout(timeout):
+            seen = 0
+            while True:
+                for event in self.events[seen:]:
+                    if match(event):
+                        return event
+                seen = len(self.events)
+                self._changed.clear()
+                await self._changed.wait()
+
+    def of(self, service: str) -> list[Transition]:
+        return [e for e in self.events if e.service == service]
+
+    def path(self, service: str) -> list[str]:
+        return [e.target.value for e in self.of(service)]
+
+
+def _orchestrator(
+    tmp_path: Path, services: dict[str, Any]
+) -> tuple[Orchestrator, Recorder]:
+    project = Project.model_validate({"root": tmp_path, "services": services})
+    orchestrator = Orchestrator(project, Graph.from_project(project))
+    recorder = Recorder()
+    orchestrator.bus.subscribe(recorder)
+    return orchestrator, recorder
+
+
+def reached(service: str, state: ServiceState) -> Callable[[Transition], bool]:
+    return lambda e: e.service == service and e.target is state
+
+
+def test_crash_loop_backs_off_and_opens_the_circuit(tmp_path: Path) -> None:
+    """A crash loop restarts with growing delays, then stays failed: circuit open."""
+    restart = {
+        "policy": "on-failure",
+        "max": 3,
+        "initial_delay": "50ms",
+        "factor": 2,
+        "jitter": 0,
+    }
+
+    async def scenario() -> Recorder:
+        orchestrator, recorder = _orchestrator(
+            tmp_path,
+            {"crash": {"command": script("raise SystemExit(3)"), "restart": restart}},
+        )
+        await orchestrator.up(["crash"])  # ready at once: it has no ready probe
+        await recorder.until(lambda e: "circuit open" in e.reason)
+        await orchestrator.down()
+        orchestrator.close()
+        return recorder
+
+    recorder = asyncio.run(scenario())
+    failures = [e for e in recorder.of("crash") if e.target is S.FAILED]
+    retries = [e for e in recorder.of("crash") if e.event == "retry"]
+    assert len(failures) == 4 and len(retries) == 3
+    assert "circuit open: 3 restarts" in failures[-1].reason
+    assert "exited with 3" in failures[0].reason
+    delays = [
+        r.monotonic - f.monotonic for f, r in zip(failures, retries, strict=False)
+    ]
+    assert delays[0] >= 0.05 and delays[1] >= 0.1 and delays[2] >= 0.2
+    assert delays[0] < delays[1] < delays[2]
+
+
+def test_a_user_stop_is_never_restarted_by_policy(tmp_path: Path) -> None:
+    """`always` restarts an exit, but never a service the user stopped."""
+
+    async def scenario() -> Recorder:
+        orchestrator, recorder = _orchestrator(
+            tmp_path,
+            {"svc": {"command": long_running(), "restart": {"policy": "always"}}},
+        )
+        await orchestrator.up(["svc"])
+        await orchestrator.down(["svc"])
+        orchestrator.close()
+        assert orchestrator.runtimes["svc"].retry_pending is False
+        return recorder
+
+    recorder = asyncio.run(scenario())
+    assert recorder.path("svc")[-2:] == ["stopping", "stopped"]
+    assert "retry" not in [e.event for e in recorder.of("svc")]
+
+
+def _http_server(port: int) -> list[str]:
+    return script(
+        f"""
+        import http.server
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.end_headers()
+            def log_message(self, *args):
+                pass
+        server = http.server.HTTPServer(("127.0.0.1", {port}), Handler)
+        print("ready", flush=True)
+        server.serve_forever()
+        """
+    )
+
+
+def test_http_live_probe_fails_a_hung_process(tmp_path: Path) -> None:
+    """A process that stops answering goes ready -> degraded -> failed."""
+    port = free_port()
+    service = {
+        "command": _http_server(port),
+        "ready": {"http": f"http://127.0.0.1:{port}/"},
+        "live": {
+            "http": f"http://127.0.0.1:{port}/",
+            "interval": "100ms",
+            "timeout": "200ms",
+            "failure_threshold": 3,
+        },
+        "stop": {"timeout": "300ms"},
+    }
+
+    async def scenario() -> Recorder:
+        orchestrator, recorder = _orchestrator(tmp_path, {"web": service})
+        await orchestrator.up(["web"])
+        pid = orchestrator.runtimes["web"].pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # hung: the port accepts, nothing answers
+        await recorder.until(reached("web", S.FAILED))
+        await orchestrator.down()
+        orchestrator.close()
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+        return recorder
+
+    recorder = asyncio.run(scenario())
+    assert recorder.path("web")[:5] == [
+        "waiting",
+        "starting",
+        "ready",
+        "degraded",
+        "failed",
+    ]
+    failed = next(e for e in recorder.of("web") if e.target is S.FAILED)
+    assert "live http probe failed" in failed.reason
+    assert "3 times in a row" in failed.reason
+
+
+def test_dependency_restart_is_propagated_per_on_failure(tmp_path: Path) -> None:
+    """ignore, degrade, restart and stop each react as configured to a restart."""
+    port = free_port()
+    restart = {"policy": "on-failure", "initial_delay": "50ms", "jitter": 0}
+    services: dict[str, Any] = {
+        "base": {
+            "command": tcp_listener(port),
+            "ready": {"tcp": port},
+            "restart": restart,
+        }
+    }
+    for policy in ("ignore", "degrade", "restart", "stop"):
+        services[policy] = {
+            "command": long_running(),
+            "depends_on": {"base": {"condition": "healthy", "on_failure": policy}},
+        }
+
+    async def scenario() -> Recorder:
+        orchestrator, recorder = _orchestrator(tmp_path, services)
+        assert await orchestrator.up(list(services)) == []
+        pid = orchestrator.runtimes["base"].pid
+        assert pid is not None
+        mark = len(recorder.events)
+        os.kill(pid, signal.SIGKILL)
+        await recorder.until(reached("stop", S.STOPPED))
+        await recorder.until(
+            lambda e: (
+                e.service == "restart"
+                and e.target is S.READY
+                and recorder.events.index(e) > mark
+            )
+        )
+        await recorder.until(lambda e: e.service == "degrade" and e.event == "recover")
+        del recorder.events[:mark]
+        await orchestrator.down()
+        orchestrator.close()
+        return recorder
+
+    recorder = asyncio.run(scenario())
+    after = {
+        name: recorder.path(name) for name in ("ignore", "degrade", "restart", "stop")
+    }
+    assert after["ignore"] == ["stopping", "stopped"]  # only the final down
+    assert after["degrade"][:2] == ["degraded", "ready"]
+    assert after["restart"][:5] == [
+        "stopping",
+        "stopped",
+        "waiting",
+        "starting",
+        "ready",
+    ]
+    assert after["stop"] == ["stopping", "stopped"]
+    base_ready = next(e for e in recorder.of("base") if e.target is S.READY)
+    restart_starting = next(e for e in recorder.of("restart") if e.target is S.STARTING)
+    assert restart_starting.monotonic >= base_ready.monotonic
+    degraded = recorder.of("degrade")[0]
+    assert degraded.reason == "dependency base failed"
+
+
+def _config(tmp_path: Path, body: str) -> None:
+    (tmp_path / "overture.toml").write_text(textwrap.dedent(body))
+
+
+def _start_up(tmp_path: Path) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "overture", "up", "--no-live"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    for line in process.stdout:  # the handshake: the summary line
+        if "up:" in line:
+            return process
+    raise AssertionError(f"overture up exited with {process.wait()}")
+
+
+def _stack(tmp_path: Path) -> None:
+    pidfile = tmp_path / "grandchild.pid"
+    forker = textwrap.dedent(
+        f"""
+        import os, signal, time
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                open({str(pidfile)!r}, "w").write(str(os.getpid()))
+                while True: signal.pause()
+            os._exit(0)
+        print("ready", flush=True)
+        while True: signal.pause()
+        """
+    )
+    _config(
+        tmp_path,
+        f"""
+        [services.a]
+        command = [{sys.executable!r}, "-c", {forker!r}]
+        ready = {{ log = "ready" }}
+        [services.b]
+        command = ["sleep", "600"]
+        depends_on = ["a"]
+        """,
+    )
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def test_sigkill_of_overture_leaves_no_children(tmp_path: Path) -> None:
+    """Overture killed with SIGKILL: its watchdog stops every child it left."""
+    _stack(tmp_path)
+    overture = _start_up(tmp_path)
+    children = _descendants(overture.pid)
+    grandchild = psutil.Process(int((tmp_path / "grandchild.pid").read_text()))
+    watched = [c for c in children if "overture.watchdog" not in " ".join(c.cmdline())]
+    assert len(watched) >= 2
+    overture.kill()
+    overture.wait()
+    _, alive = psutil.wait_procs([*watched, grandchild], timeout=10)
+    assert alive == []
+
+
+def test_next_up_cleans_a_stale_run(tmp_path: Path) -> None:
+    """A run whose Overture and watchdog both died is cleaned by the next up."""
+    _stack(tmp_path)
+    first = _start_up(tmp_path)
+    children = _descendants(first.pid)
+    for process in children:  # the watchdog first, then Overture
+        if "overture.watchdog" in " ".join(process.cmdline()):
+            process.kill()
+    first.kill()
+    first.wait()
+    survivors = [c for c in children if c.is_running() and c.status() != "zombie"]
+    assert survivors, "the children outlive a crash without the watchdog"
+
+    second = _start_up(tmp_path)
+    second.send_signal(signal.SIGINT)
+    second.communicate(timeout=30)
+    _, alive = psutil.wait_procs(survivors, timeout=10)
+    assert alive == []
+    assert second.returncode == 130
+
+
+def test_lock_refuses_a_second_up(tmp_path: Path) -> None:
+    """A second up in the same project names the pid that holds the lock."""
+    _config(tmp_path, '[services.a]\ncommand = ["sleep", "600"]\n')
+    first = _start_up(tmp_path)
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "overture", "up", "--no-live"],
+            check=False,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=30)
+    assert second.returncode == 1
+    assert f"another Overture (pid {first.pid}) is running" in second.stderr
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers() -> Any:
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    yield
+    after = [
+        p for p in psutil.Process().children(recursive=True) if p.pid not in before
+    ]
+    psutil.wait_procs(after, timeout=5)
