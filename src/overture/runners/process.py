@@ -15,6 +15,7 @@ import ctypes
 import functools
 import logging
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -150,6 +151,8 @@ class ProcessRunner:
     async def start(self) -> int:
         """Spawn the child; raise OSError (with the reason) if it cannot run."""
         loop = asyncio.get_running_loop()
+        # As another user: its own group and no supplementary groups, not root's.
+        group = pwd.getpwnam(self.user).pw_gid if self.user else None
         self.process = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -158,6 +161,8 @@ class ProcessRunner:
             cwd=self.cwd,
             env=self.env,
             user=self.user,
+            group=group,
+            extra_groups=[] if self.user else None,
             start_new_session=True,
         )
         self.started_at = time.monotonic()

@@ -1,0 +1,1 @@
+"""The demo backend that `overture up` runs: a gateway and its agents."""
