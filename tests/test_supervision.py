@@ -29,7 +29,9 @@ S = ServiceState
 
 def long_running() -> list[str]:
     """Prints `ready`, then waits; SIGTERM ends it."""
-    return script("import signal\nprint('ready', flush=True)\nwhile True: signal.pause()")
+    return script(
+        "import signal\nprint('ready', flush=True)\nwhile True: signal.pause()"
+    )
 
 
 class Recorder:
@@ -250,9 +252,9 @@ def _config(tmp_path: Path, body: str) -> None:
     (tmp_path / "overture.toml").write_text(textwrap.dedent(body))
 
 
-def _start_up(tmp_path: Path) -> subprocess.Popen[str]:
+def _start_up(tmp_path: Path, *options: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "overture", "up", "--no-live"],
+        [sys.executable, "-m", "overture", "up", "--no-live", *options],
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -280,11 +282,12 @@ def _stack(tmp_path: Path) -> None:
         while True: signal.pause()
         """
     )
+    (tmp_path / "forker.py").write_text(forker)
     _config(
         tmp_path,
         f"""
         [services.a]
-        command = [{sys.executable!r}, "-c", {forker!r}]
+        command = ["{sys.executable}", "forker.py"]
         ready = {{ log = "ready" }}
         [services.b]
         command = ["sleep", "600"]
@@ -297,16 +300,23 @@ def _descendants(pid: int) -> list[psutil.Process]:
     return psutil.Process(pid).children(recursive=True)
 
 
+def _is_watchdog(process: psutil.Process) -> bool:
+    try:
+        return "overture.watchdog" in " ".join(process.cmdline())
+    except psutil.Error:  # a zombie has no command line
+        return False
+
+
 def test_sigkill_of_overture_leaves_no_children(tmp_path: Path) -> None:
     """Overture killed with SIGKILL: its watchdog stops every child it left."""
     _stack(tmp_path)
     overture = _start_up(tmp_path)
     children = _descendants(overture.pid)
     grandchild = psutil.Process(int((tmp_path / "grandchild.pid").read_text()))
-    watched = [c for c in children if "overture.watchdog" not in " ".join(c.cmdline())]
+    watched = [c for c in children if not _is_watchdog(c)]
     assert len(watched) >= 2
     overture.kill()
-    overture.wait()
+    overture.communicate()
     _, alive = psutil.wait_procs([*watched, grandchild], timeout=10)
     assert alive == []
 
@@ -317,10 +327,10 @@ def test_next_up_cleans_a_stale_run(tmp_path: Path) -> None:
     first = _start_up(tmp_path)
     children = _descendants(first.pid)
     for process in children:  # the watchdog first, then Overture
-        if "overture.watchdog" in " ".join(process.cmdline()):
+        if _is_watchdog(process):
             process.kill()
     first.kill()
-    first.wait()
+    first.communicate()
     survivors = [c for c in children if c.is_running() and c.status() != "zombie"]
     assert survivors, "the children outlive a crash without the watchdog"
 
@@ -332,26 +342,6 @@ def test_next_up_cleans_a_stale_run(tmp_path: Path) -> None:
     assert second.returncode == 130
 
 
-def test_lock_refuses_a_second_up(tmp_path: Path) -> None:
-    """A second up in the same project names the pid that holds the lock."""
-    _config(tmp_path, '[services.a]\ncommand = ["sleep", "600"]\n')
-    first = _start_up(tmp_path)
-    try:
-        second = subprocess.run(
-            [sys.executable, "-m", "overture", "up", "--no-live"],
-            check=False,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    finally:
-        first.send_signal(signal.SIGINT)
-        first.communicate(timeout=30)
-    assert second.returncode == 1
-    assert f"another Overture (pid {first.pid}) is running" in second.stderr
-
-
 @pytest.fixture(autouse=True)
 def _no_leftovers() -> Any:
     before = {p.pid for p in psutil.Process().children(recursive=True)}
@@ -360,3 +350,65 @@ def _no_leftovers() -> Any:
         p for p in psutil.Process().children(recursive=True) if p.pid not in before
     ]
     psutil.wait_procs(after, timeout=5)
+
+
+def test_abort_on_failure_stops_everything_when_a_service_fails(tmp_path: Path) -> None:
+    """--abort-on-failure: a failure after `up:` stops the stack and exits 1."""
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    (tmp_path / "late.py").write_text(
+        f"open({str(fifo)!r}).read()\nraise SystemExit(4)\n"
+    )
+    _config(
+        tmp_path,
+        f"""
+        [services.steady]
+        command = ["sleep", "600"]
+        [services.late]
+        command = ["{sys.executable}", "late.py"]
+        """,
+    )
+    overture = _start_up(tmp_path, "--abort-on-failure")
+    children = [c for c in _descendants(overture.pid) if not _is_watchdog(c)]
+    fifo.write_text("go")
+    output, _ = overture.communicate(timeout=30)
+    assert overture.returncode == 1
+    assert "late failed (--abort-on-failure)" in output
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+
+
+def test_exit_code_from_a_one_shot_test_runner(tmp_path: Path) -> None:
+    """--exit-code-from: the run ends with the one-shot's own exit code."""
+    port = free_port()
+    (tmp_path / "db.py").write_text(tcp_listener(port)[2])
+    _config(
+        tmp_path,
+        f"""
+        [services.db]
+        command = ["{sys.executable}", "db.py"]
+        ready = {{ tcp = {port} }}
+        [services.tests]
+        command = ["{sys.executable}", "-c", "raise SystemExit(7)"]
+        oneshot = true
+        depends_on = {{ db = "healthy" }}
+        """,
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "overture",
+            "up",
+            "--no-live",
+            "--exit-code-from",
+            "tests",
+        ],
+        check=False,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert "db stopping -> stopped" in result.stdout

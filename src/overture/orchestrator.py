@@ -80,6 +80,7 @@ class Orchestrator:
                 self.outputs.of(name),
                 self._on_transition,
             )
+            runtime.on_spawned = self._on_spawned
             self.runtimes[name] = runtime
         return runtime
 
@@ -126,7 +127,9 @@ class Orchestrator:
                     runtime.send("block", f"dependency {dep} {state.value}")
                     return
                 continue
-            if state not in _MEETS[spec.condition]:
+            if state not in _MEETS[spec.condition] or (
+                state is S.STARTING and not other.spawned
+            ):
                 pending.append(dep)
         if not pending:
             deps = self.graph.dependencies(name)
@@ -203,6 +206,13 @@ class Orchestrator:
         # of 10,000 services must not become 10,000 nested calls.
         asyncio.get_running_loop().call_soon(self._react, transition)
 
+    def _on_spawned(self, name: str) -> None:
+        """A process exists now: `started` dependents may go."""
+        loop = asyncio.get_running_loop()
+        for dependent in self.graph.dependents(name):
+            if dependent in self.runtimes:
+                loop.call_soon(self._evaluate_start, dependent)
+
     def _react(self, transition: Transition) -> None:
         name, target = transition.service, transition.target
         if target is S.WAITING:
@@ -258,7 +268,8 @@ class Orchestrator:
         wait = _Wait(set(), done)
         for name in names:
             self._waits.setdefault(name, []).append(wait)
-            self._update_wait(wait, name)
+            if not done(self.runtimes[name]):
+                wait.pending.add(name)
         if not wait.pending:
             wait.future.set_result(None)
         wait.future.add_done_callback(lambda _: self._forget(wait))

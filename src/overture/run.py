@@ -1,7 +1,14 @@
-"""The foreground `up`: start, watch, stream the logs, stop on a signal.
+"""Running a project's daemon: in the terminal (`up`) or detached (`up -d`).
 
-The first SIGINT or SIGTERM starts a graceful down of everything this run
-started; a second one sends SIGKILL to every remaining process group at once.
+Both run the same `Daemon`, so `overture status` and the API work from any
+other terminal either way. In the terminal, `up` starts its selection, shows
+the live view, streams the output, and ends on a signal, on `overture down`,
+or when nothing runs any more; the first SIGINT or SIGTERM starts a graceful
+down of everything, a second one sends SIGKILL to every remaining process
+group at once. Detached, the daemon starts with nothing running, takes its
+work from the API (`up -d` sends the selection), writes what the terminal
+would have shown to `.overture/logs/daemon.log`, and ends on `overture down`
+or a signal.
 """
 
 from __future__ import annotations
@@ -9,18 +16,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from overture.config.model import Project
+from overture.control import schema
+from overture.control.daemon import Daemon, DaemonOptions
+from overture.errors import UsageError
 from overture.graph import Graph
-from overture.lifecycle import Transition
-from overture.observe.events import EventBus
-from overture.observe.output import OutputStore
+from overture.lifecycle import ServiceState, Transition
 from overture.observe.printer import Printer
-from overture.orchestrator import Orchestrator
 
 log = logging.getLogger("overture")
 
@@ -34,6 +43,11 @@ class UpOptions:
     log_format: str = "human"
     live: bool | None = None
     """Show the live state table; None means when stdout is a terminal."""
+    abort_on_failure: bool = False
+    """Stop everything and exit 1 as soon as any service fails."""
+    exit_code_from: str | None = None
+    """Stop everything when this service exits, and exit with its code."""
+    daemon: DaemonOptions = field(default_factory=DaemonOptions)
 
 
 def _log_transition(t: Transition) -> None:
@@ -74,85 +88,156 @@ class _PrinterHandler(logging.Handler):
         self.printer.message(record.getMessage())
 
 
-class Session:
-    """One foreground `up`, from selection to exit code."""
+class _Run:
+    """A daemon with its printer, event log and warnings wired up."""
+
+    def __init__(
+        self,
+        project: Project,
+        graph: Graph,
+        options: DaemonOptions,
+        printer: Printer,
+    ) -> None:
+        self.project = project
+        self.printer = printer
+        self.daemon = Daemon(project, graph, options, message=printer.message)
+        self.orchestrator = self.daemon.orchestrator
+        self.bus = self.daemon.bus
+        self.outputs = self.daemon.outputs
+        self.bus.subscribe(_log_transition)
+        self.bus.subscribe(printer.transition)
+        self.outputs.listeners.append(printer.line)
+
+    @contextlib.asynccontextmanager
+    async def _running(self) -> AsyncIterator[Daemon]:
+        warnings = _PrinterHandler(self.printer)
+        log.addHandler(warnings)
+        try:
+            with _event_log(self.project):
+                async with self.daemon as daemon:
+                    for note in daemon.notes:
+                        self.printer.message(note)
+                    yield daemon
+        finally:
+            log.removeHandler(warnings)
+
+    def _where(self, token: bool) -> str:
+        """How to reach the daemon; the token only where the user alone reads it."""
+        daemon = self.daemon
+        text = f"daemon pid {os.getpid()} on {daemon.paths.socket}"
+        if daemon.url is not None:
+            text += f"; dashboard {daemon.url}"
+            if token:
+                text += f"#token={daemon.token}"
+        return text
+
+
+class Session(_Run):
+    """One `up` in the terminal, from selection to exit code."""
 
     def __init__(self, project: Project, graph: Graph, options: UpOptions) -> None:
         self.options = options
         self.selection = graph.select(options.services, options.profile, options.group)
-        self.bus = EventBus()
-        self.outputs = OutputStore(project.state_dir / "logs")
-        self.orchestrator = Orchestrator(project, graph, self.bus, self.outputs)
-        self.project = project
-        self.printer = Printer(list(self.selection.order), fmt=options.log_format)
-        self.bus.subscribe(_log_transition)
-        self.bus.subscribe(self.printer.transition)
-        self.outputs.listeners.append(self.printer.line)
-        self.interrupted: asyncio.Future[signal.Signals] | None = None
+        watched = options.exit_code_from
+        if watched is not None and watched not in self.selection.names:
+            valid = ", ".join(sorted(self.selection.names))
+            raise UsageError(
+                f"--exit-code-from {watched!r} is not in the selection; "
+                f"selected services: {valid}"
+            )
+        printer = Printer(list(self.selection.order), fmt=options.log_format)
+        super().__init__(project, graph, options.daemon, printer)
 
     def _show_live(self) -> bool:
         if self.options.live is not None:
             return self.options.live
         return self.options.log_format == "human" and sys.stdout.isatty()
 
-    def _on_signal(self, signum: signal.Signals) -> None:
-        assert self.interrupted is not None
-        if not self.interrupted.done():
-            self.printer.message(f"{signum.name}: stopping everything (again to kill)")
-            self.interrupted.set_result(signum)
-        else:
-            self.printer.message(f"{signum.name} again: killing every process group")
-            self.orchestrator.kill_all()
-
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
-        self.interrupted = loop.create_future()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, self._on_signal, signum)
-        warnings = _PrinterHandler(self.printer)
-        log.addHandler(warnings)
-        try:
-            with _event_log(self.project):
-                return await self._run()
-        finally:
-            log.removeHandler(warnings)
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(signum)
-            self.outputs.close()
+        async with self._running() as daemon:
+            return await self._run(daemon)
 
-    async def _run(self) -> int:
-        assert self.interrupted is not None
-        names = list(self.selection.order)
+    async def _run(self, daemon: Daemon) -> int:
+        assert daemon.exited is not None
+        exited, options = daemon.exited, self.options
 
-        # Start: wait for every selected service to settle, or for a signal.
-        up = asyncio.ensure_future(self.orchestrator.up(names))
-        with self._live("starting"):
-            await asyncio.wait([up, self.interrupted], return_when="FIRST_COMPLETED")
-        if self.interrupted.done():
-            await self._down("interrupted")
-            up.cancel()
-            return 128 + self.interrupted.result()
-
-        failed = up.result()
-        if failed and not self.options.keep_going:
-            self._report_failures(failed)
-            await self._down("rollback: a selected service could not start")
-            return 1
-        if failed:
-            self._report_failures(failed)
-
-        # Run: stream the logs until a signal, or until nothing runs any more.
-        self.printer.message(self._summary())
-        idle = self.orchestrator.idle()
-        await asyncio.wait([idle, self.interrupted], return_when="FIRST_COMPLETED")
-        await self._down(
-            "interrupted" if self.interrupted.done() else "nothing left to run"
+        # Start: wait for every selected service to settle, or for the end.
+        up = asyncio.ensure_future(
+            daemon.controller.up(
+                options.services, options.profile, options.group, options.keep_going
+            )
         )
-        if self.interrupted.done():
-            return 128 + self.interrupted.result()
-        return 1 if failed or self.orchestrator.failed() else 0
+        with self._live("starting"):
+            await _first(up, exited)
+        if exited.done():
+            up.cancel()
+            await self._down(exited)
+            return _exit_code(exited.result())
 
-    async def _down(self, reason: str) -> None:
+        outcome = up.result()
+        self._report_failures(outcome.failed)
+        if outcome.rolled_back:
+            return 1
+
+        # Run: stream the output until the end, until nothing runs any more,
+        # or until a service ends the run (--abort-on-failure, --exit-code-from).
+        self.printer.message(f"{self._summary()}; Ctrl-C to stop")
+        self.printer.message(self._where(token=True))
+        idle = asyncio.ensure_future(daemon.controller.wait_idle())
+        ending = self._ending()
+        await _first(idle, exited, ending)
+        idle.cancel()
+        failed_while_up = bool(outcome.failed or self.orchestrator.failed())
+        await self._down(exited, ending)
+        if exited.done():
+            return _exit_code(exited.result())
+        if options.exit_code_from is not None:
+            return self._exit_code_of(options.exit_code_from)
+        return 1 if failed_while_up or ending.done() else 0
+
+    def _ending(self) -> asyncio.Future[str]:
+        """Resolves with a reason when a service's end should end the run."""
+        ending: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        watched, abort = self.options.exit_code_from, self.options.abort_on_failure
+
+        def check(name: str, state: ServiceState) -> None:
+            if ending.done():
+                return
+            if name == watched and state in (
+                ServiceState.COMPLETED,
+                ServiceState.FAILED,
+            ):
+                ending.set_result(f"{name} exited (--exit-code-from)")
+            elif abort and state is ServiceState.FAILED:
+                ending.set_result(f"{name} failed (--abort-on-failure)")
+
+        for name, runtime in self.orchestrator.runtimes.items():
+            check(name, runtime.state)
+        unsubscribe = self.bus.subscribe(lambda t: check(t.service, t.target))
+        ending.add_done_callback(lambda _: unsubscribe())
+        return ending
+
+    def _exit_code_of(self, name: str) -> int:
+        runtime = self.orchestrator.runtimes.get(name)
+        process = runtime.runner.process if runtime and runtime.runner else None
+        code = process.returncode if process is not None else None
+        if code is None:
+            return 1
+        return 128 - code if code < 0 else code
+
+    async def _down(
+        self,
+        exited: asyncio.Future[signal.Signals | None],
+        ending: asyncio.Future[str] | None = None,
+    ) -> None:
+        if ending is not None and ending.done():
+            reason = ending.result()
+        elif not exited.done():
+            reason = "nothing left to run"
+        elif exited.result() is None:
+            reason = "daemon shutting down"
+        else:
+            reason = "interrupted"
         with self._live("stopping"):
             await self.orchestrator.down(reason=reason)
 
@@ -175,14 +260,47 @@ class Session:
         for runtime in self.orchestrator.runtimes.values():
             states[runtime.state.value] = states.get(runtime.state.value, 0) + 1
         counts = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
-        return f"up: {counts}; Ctrl-C to stop"
+        return f"up: {counts}"
 
-    def _report_failures(self, failed: list[str]) -> None:
-        for name in failed:
-            runtime = self.orchestrator.runtimes[name]
-            last = runtime.lifecycle.last
-            reason = last.reason if last else ""
-            self.printer.message(f"{name} {runtime.state}: {reason}")
-            if last is not None and runtime.state.value == "failed":
-                for record in list(runtime.output.tail)[-5:]:
-                    self.printer.message(f"  {name} | {record.line}")
+    def _report_failures(self, failed: list[schema.Failure]) -> None:
+        for failure in failed:
+            self.printer.message(f"{failure.name} {failure.state}: {failure.reason}")
+            for line in failure.logs[-5:]:
+                self.printer.message(f"  {failure.name} | {line}")
+
+
+class Background(_Run):
+    """The detached daemon of `up -d`: it runs what the API asks until told to end."""
+
+    def __init__(
+        self,
+        project: Project,
+        graph: Graph,
+        options: DaemonOptions,
+        log_format: str = "human",
+    ) -> None:
+        printer = Printer(list(graph.select().order), fmt=log_format, colour=False)
+        super().__init__(project, graph, options, printer)
+
+    async def run(self, ready: Callable[[], None] | None = None) -> int:
+        """Serve until a signal or `/shutdown`; `ready` is called once it listens."""
+        async with self._running() as daemon:
+            assert daemon.exited is not None
+            self.printer.message(f"started: {self._where(token=False)}")
+            if ready is not None:
+                ready()
+            signum = await daemon.exited
+            reason = "daemon shutting down" if signum is None else "interrupted"
+            await self.orchestrator.down(reason=reason)
+            self.printer.message("stopped")
+        return 0
+
+
+async def _first(*futures: asyncio.Future[Any]) -> None:
+    """Wait until one of `futures` is done."""
+    await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+
+
+def _exit_code(signum: signal.Signals | None) -> int:
+    """128 + the signal that ended the run (as a shell reports it); 0 for a request."""
+    return 0 if signum is None else 128 + signum

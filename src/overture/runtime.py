@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from overture.config.model import Probe, Project, Service, Stop
 from overture.lifecycle import Lifecycle, ServiceState, Transition
 from overture.observe.output import LogLine, ServiceOutput
-from overture.probes import ProbeContext, ProbeResult, build_checker
+from overture.probes import Checker, ProbeContext, ProbeResult, build_checker
 from overture.restart import RestartBudget
 from overture.runners.process import ProcessRunner, StopOutcome
 
@@ -79,6 +79,9 @@ class ServiceRuntime:
         self._live_task: asyncio.Task[None] | None = None
         self._retry_timer: asyncio.TimerHandle | None = None
         self._stopping_old: asyncio.Task[None] | None = None
+        self.spawned = False
+        """Its process exists (or, external, there is nothing to spawn)."""
+        self.on_spawned: Callable[[str], None] | None = None
         self._stop_spec = spec.stop
         self._preset: Preset | None = None
 
@@ -97,6 +100,7 @@ class ServiceRuntime:
 
     def launch(self, reason: str) -> None:
         """All dependencies met: go to starting and run the start sequence."""
+        self.spawned = False
         self.lifecycle.send("deps_met", reason)
         self._task = asyncio.create_task(
             self._start_sequence(), name=f"start {self.name}"
@@ -107,7 +111,6 @@ class ServiceRuntime:
         try:
             async with asyncio.timeout(self.spec.startup_timeout):
                 await self._prepare_and_spawn()
-                await self._wait_ready()
                 if self._preset is not None:
                     await self._preset.after_ready()
         except TimeoutError:
@@ -157,14 +160,31 @@ class ServiceRuntime:
                 cwd = launch.cwd
             if "stop" not in spec.model_fields_set:
                 self._stop_spec = launch.stop
-        if spec.runner == "external":
-            return
-
-        self.runner = ProcessRunner(
-            self.name, argv, env=env, cwd=cwd, user=user, on_line=self.output.write
-        )
-        await self.runner.start()
-        self.runner.exited.add_done_callback(self._on_exit)
+        # The ready checker listens before the spawn: a log probe must not
+        # miss a line printed at once.
+        probe = self._ready_probe()
+        wake = asyncio.Event()
+        checker = build_checker(probe, self._probe_context(wake.set)) if probe else None
+        try:
+            if spec.runner != "external":
+                self.runner = ProcessRunner(
+                    self.name,
+                    argv,
+                    env=env,
+                    cwd=cwd,
+                    user=user,
+                    on_line=self.output.write,
+                )
+                await self.runner.start()
+                self.runner.exited.add_done_callback(self._on_exit)
+            self.spawned = True
+            if self.on_spawned is not None:
+                self.on_spawned(self.name)
+            if probe is not None and checker is not None:
+                await self._wait_ready(probe, checker, wake)
+        finally:
+            if checker is not None:
+                await checker.close()
 
     def _cwd(self) -> Path:
         if self.spec.cwd is None:
@@ -182,30 +202,24 @@ class ServiceRuntime:
         env.update(self.spec.env)
         return env
 
-    async def _wait_ready(self) -> None:
-        probe = self._ready_probe()
-        if probe is None:
-            return
-        wake = asyncio.Event()
-        checker = build_checker(probe, self._probe_context(wake.set))
-        try:
-            if probe.start_period:
-                await asyncio.sleep(probe.start_period)
-            # Poll quickly at first (most services are ready within tens of
-            # milliseconds), backing off to the probe's interval.
-            delay, passes = 0.005, 0
-            while True:
-                self.last_probe = await checker.check()
-                passes = passes + 1 if self.last_probe.ok else 0
-                if passes >= probe.success_threshold:
-                    return
-                delay = min(delay * 2, probe.interval)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await wake.wait()
-                wake.clear()
-        finally:
-            await checker.close()
+    async def _wait_ready(
+        self, probe: Probe, checker: Checker, wake: asyncio.Event
+    ) -> None:
+        if probe.start_period:
+            await asyncio.sleep(probe.start_period)
+        # Poll quickly at first (most services are ready within tens of
+        # milliseconds), backing off to the probe's interval.
+        delay, passes = 0.005, 0
+        while True:
+            self.last_probe = await checker.check()
+            passes = passes + 1 if self.last_probe.ok else 0
+            if passes >= probe.success_threshold:
+                return
+            delay = min(delay * 2, probe.interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await wake.wait()
+            wake.clear()
 
     def _probe_context(self, wake: Callable[[], None]) -> ProbeContext:
         def subscribe(callback: Callable[[str], None]) -> None:
@@ -338,8 +352,6 @@ class ServiceRuntime:
             return  # a stop is under way and will report it
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        assert self.runner is not None
-        self.runner.kill()  # what it left in its group goes with it
         if self.spec.oneshot and returncode == 0:
             self._cancel_live()
             self.lifecycle.send("complete", "exited with 0")
@@ -364,7 +376,11 @@ class ServiceRuntime:
         self.degraded_by.clear()
         await self._cancel_start()
         outcome = await self._stop_process()
-        self.lifecycle.send("stop_done", self._describe_stop(outcome))
+        self.lifecycle.send(
+            "stop_done",
+            self._describe_stop(outcome),
+            outcome=self._stop_outcome(outcome),
+        )
 
     async def _cancel_start(self) -> None:
         if self._task is not None and not self._task.done():
@@ -379,6 +395,15 @@ class ServiceRuntime:
         stop: Stop = self._stop_spec
         return await runner.stop(stop.signal, stop.timeout, stop.command)
 
+    def _stop_outcome(self, outcome: StopOutcome | None) -> str:
+        """`clean`, `forced` or `unclean`, for the metrics."""
+        if outcome is None or outcome.returncode is None:
+            return "clean"
+        if outcome.forced:
+            return "forced"
+        clean = is_clean_stop(outcome.returncode, self._stop_spec.signal)
+        return "clean" if clean else "unclean"
+
     def _describe_stop(self, outcome: StopOutcome | None) -> str:
         if outcome is None or outcome.returncode is None:
             return "nothing was running"
@@ -389,6 +414,8 @@ class ServiceRuntime:
                 f"for {self._stop_spec.timeout:g}s"
             )
         how = "clean" if is_clean_stop(outcome.returncode, sent) else "unclean"
+        if not outcome.signalled:
+            return f"stop command ran, {describe_exit(outcome.returncode)} ({how})"
         return f"{sent.name} sent, {describe_exit(outcome.returncode)} ({how})"
 
     def kill(self) -> None:

@@ -80,7 +80,10 @@ class Printer:
                 at=record.at,
             )
             return
-        self.stream.write(f"{self._prefix(record.service)} {record.line}\n")
+        # Flushed per line: behind a pipe (CI, tee) output must not wait.
+        stream = self.stream
+        stream.write(f"{self._prefix(record.service)} {record.line}\n")
+        stream.flush()
 
     def transition(self, t: Transition) -> None:
         if self.fmt == "json":

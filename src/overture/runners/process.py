@@ -87,6 +87,8 @@ def kill_orphans(service: str, spare: int | None = None) -> list[int]:
 @dataclass(frozen=True, slots=True)
 class StopOutcome:
     returncode: int | None
+    signalled: bool
+    """False when the stop command alone ended the process."""
     forced: bool
     """True when the group had to be killed after the grace period."""
     elapsed: float
@@ -137,6 +139,8 @@ class ProcessRunner:
         self.started_at = 0.0
         self._exited: asyncio.Future[int] | None = None
         self._output_closed: list[asyncio.Future[None]] = []
+        self._transports: list[asyncio.BaseTransport] = []
+        self._finishing: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -168,9 +172,8 @@ class ProcessRunner:
         self.started_at = time.monotonic()
         self._exited = loop.create_future()
 
-        # Exit first, then output: a child that dies at once is still seen.
-        pidfd = os.pidfd_open(self.process.pid)
-        loop.add_reader(pidfd, self._on_exit, pidfd)
+        # Output first, then the exit: the pidfd stays readable once the child
+        # is gone, so an exit before the pipes are connected is still seen.
         for stream, pipe in (
             ("stdout", self.process.stdout),
             ("stderr", self.process.stderr),
@@ -178,15 +181,30 @@ class ProcessRunner:
             closed: asyncio.Future[None] = loop.create_future()
             self._output_closed.append(closed)
             reader = functools.partial(_LineReader, stream, self.on_line, closed)
-            await loop.connect_read_pipe(reader, pipe)
+            transport, _ = await loop.connect_read_pipe(reader, pipe)
+            self._transports.append(transport)
+        pidfd = os.pidfd_open(self.process.pid)
+        loop.add_reader(pidfd, self._on_exit, pidfd)
         return self.process.pid
 
     def _on_exit(self, pidfd: int) -> None:
-        assert self.process is not None and self._exited is not None
+        assert self.process is not None
         loop = asyncio.get_running_loop()
         loop.remove_reader(pidfd)
         os.close(pidfd)
+        # What it left behind, in its group or out of it, goes with it (the
+        # group first, while the zombie still holds its pid); then its last
+        # lines are read before anyone hears of the exit.
+        self.signal_group(signal.SIGKILL)
         returncode = self.process.wait()
+        self.kill()
+        self._finishing = loop.create_task(self._report_exit(returncode))
+
+    async def _report_exit(self, returncode: int) -> None:
+        assert self._exited is not None
+        await self.output_closed(0.5)
+        for transport in self._transports:
+            transport.close()
         if not self._exited.done():
             self._exited.set_result(returncode)
 
@@ -212,15 +230,14 @@ class ProcessRunner:
         """Stop command, then `sig` to the group, then SIGKILL after `timeout`."""
         began = time.monotonic()
         if self.process is None or self._exited is None:
-            return StopOutcome(None, False, 0.0)
+            return StopOutcome(None, False, False, 0.0)
 
         # Phase 1: the service's own stop command, within the same grace period.
         if command and not self._exited.done():
             await self._run_stop_command(command, timeout)
 
         # Phase 2: the configured signal to the group, and the grace period.
-        if not self._exited.done():
-            self.signal_group(sig)
+        signalled = not self._exited.done() and self.signal_group(sig)
         remaining = max(0.0, timeout - (time.monotonic() - began))
         forced = False
         try:
@@ -240,7 +257,7 @@ class ProcessRunner:
 
         # Whatever else is left (children that outlived it, in or out of its group).
         self.kill()
-        return StopOutcome(returncode, forced, time.monotonic() - began)
+        return StopOutcome(returncode, signalled, forced, time.monotonic() - began)
 
     async def _run_stop_command(self, command: list[str], timeout: float) -> None:
         try:
@@ -265,5 +282,5 @@ class ProcessRunner:
     def kill(self) -> None:
         """SIGKILL the group and any orphan of the service, at once."""
         self.signal_group(signal.SIGKILL)
-        if self._exited is not None and self._exited.done():
+        if self.process is not None and self.process.returncode is not None:
             kill_orphans(self.service)

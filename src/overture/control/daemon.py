@@ -1,0 +1,273 @@
+"""The daemon: one project's orchestrator and its control API, in one loop.
+
+A `Daemon` owns the orchestrator, the event streams and metrics built on its
+bus, and one uvicorn server per listener (the unix socket, and a TCP port if
+asked), all on the running event loop. It holds the project lock through the
+guard, so only one daemon runs per project, and keeps a record of itself in
+`.overture/daemon.json`. How it runs (in the terminal or detached) and what it
+prints is decided by `overture.run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from overture import __version__
+from overture.config.model import Project
+from overture.control import schema
+from overture.control.api import Backend, create_app
+from overture.control.auth import Listener, tag
+from overture.control.controller import Controller
+from overture.control.listen import (
+    bind_tcp,
+    bind_unix,
+    is_loopback,
+    parse_listen,
+    url_of,
+)
+from overture.control.metrics import Metrics
+from overture.control.paths import DaemonPaths
+from overture.control.streams import EventFeed, Fanout
+from overture.graph import Graph
+from overture.guard import Guard
+from overture.lifecycle import ServiceState, Transition
+from overture.observe.events import EventBus
+from overture.observe.output import LogLine, OutputStore
+from overture.orchestrator import Orchestrator
+
+S = ServiceState
+
+TOKEN_ENV = "OVERTURE_TOKEN"
+"""A bearer token to use instead of a generated one."""
+
+_HAS_PID = frozenset({S.STARTING, S.READY, S.DEGRADED, S.STOPPING})
+
+
+@dataclass
+class DaemonOptions:
+    listen: str | None = None
+    """`[HOST:]PORT` of a TCP listener (the dashboard); None: the socket only."""
+    allow_remote: bool = False
+    """Accept a non-loopback `listen` address (every call then needs the token)."""
+    socket_mode: int = 0o600
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to the daemon and says when it listens."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        self.listening.set()
+
+
+class Daemon:
+    """Start with `async with`; `exited` resolves when it is asked to end."""
+
+    def __init__(
+        self,
+        project: Project,
+        graph: Graph,
+        options: DaemonOptions | None = None,
+        message: Callable[[str], None] = print,
+    ) -> None:
+        self.project = project
+        self.options = options or DaemonOptions()
+        self.message = message
+        self.paths = DaemonPaths(project.root)
+        self.bus = EventBus()
+        self.outputs = OutputStore(project.state_dir / "logs")
+        self.orchestrator = Orchestrator(project, graph, self.bus, self.outputs)
+        self.metrics = Metrics()
+        self.bus.subscribe(self.metrics.observe)
+        self.events = EventFeed(self.bus)
+        self.lines: Fanout[LogLine] = Fanout()
+        self.outputs.listeners.append(self.lines.publish)
+        self.controller = Controller(self.orchestrator, self.metrics)
+        self.guard = Guard(project.state_dir)
+        self.token: str | None = None
+        self.url: str | None = None
+        self.notes: list[str] = []
+        """What the guard found of a crashed run, for the user."""
+        self.exited: asyncio.Future[signal.Signals | None] | None = None
+        """Resolves with the signal that asked the daemon to end, or None."""
+        self._servers: list[tuple[_Server, asyncio.Task[None]]] = []
+        self._pids: dict[str, int | None] = {}
+        self._began = time.monotonic()
+
+    # Start and stop
+
+    async def __aenter__(self) -> Daemon:
+        loop = asyncio.get_running_loop()
+        self.exited = loop.create_future()
+
+        # The lock first: from here on, the socket and records are ours.
+        self.guard.acquire()
+        try:
+            self.notes = self.guard.clean_stale()
+            listeners = self._bind()
+            self.guard.start_watchdog()
+            self.bus.subscribe(self._record_pid)
+            app = create_app(self._backend())
+            for sock, listener in listeners:
+                await self._serve(tag(app, listener), sock)
+            self._write_record()
+        except BaseException:
+            await self._close()
+            raise
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await self._close()
+
+    def _bind(self) -> list[tuple[socket.socket, Listener]]:
+        options = self.options
+        if options.listen is None:
+            return [(bind_unix(self.paths.socket, options.socket_mode), Listener.UNIX)]
+        host, port = parse_listen(options.listen, options.allow_remote)
+        tcp = bind_tcp(host, port)
+        try:
+            socket_file = bind_unix(self.paths.socket, options.socket_mode)
+        except BaseException:
+            tcp.close()
+            raise
+        self.url = url_of(tcp)
+        self.token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(32)
+        _write_private(self.paths.token, self.token + "\n")
+        kind = Listener.LOOPBACK if is_loopback(host) else Listener.REMOTE
+        return [(socket_file, Listener.UNIX), (tcp, kind)]
+
+    def _backend(self) -> Backend:
+        return Backend(
+            controller=self.controller,
+            events=self.events,
+            lines=self.lines,
+            metrics=self.metrics,
+            health=self.health,
+            shutdown=self.shutdown,
+            token=self.token,
+        )
+
+    async def _serve(self, app: ASGIApp, sock: socket.socket) -> None:
+        config = uvicorn.Config(
+            app,
+            http="h11",
+            ws="none",
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+        server = _Server(config)
+        task = asyncio.create_task(server.serve([sock]), name="api server")
+        self._servers.append((server, task))
+        listening = asyncio.create_task(server.listening.wait())
+        await asyncio.wait([listening, task], return_when=asyncio.FIRST_COMPLETED)
+        listening.cancel()
+        if task.done():
+            task.result()  # raises what stopped it
+
+    async def _close(self) -> None:
+        """End the streams, stop the servers, remove the files, drop the lock."""
+        self.controller.closing = True
+        self.events.fanout.close()
+        self.lines.close()
+        for server, _ in self._servers:
+            server.should_exit = True
+        for _, task in self._servers:
+            with contextlib.suppress(Exception):
+                await task
+        self._servers.clear()
+        for path in (self.paths.socket, self.paths.record, self.paths.token):
+            path.unlink(missing_ok=True)
+        self.outputs.close()
+        self.guard.release()
+
+    def _write_record(self) -> None:
+        record = {
+            "pid": os.getpid(),
+            "socket": str(self.paths.socket),
+            "url": self.url,
+            "started": time.time(),
+            "version": __version__,
+        }
+        _write_private(self.paths.record, json.dumps(record) + "\n")
+
+    # While it runs
+
+    def health(self) -> schema.Health:
+        return schema.Health(
+            status="stopping" if self.controller.closing else "ok",
+            pid=os.getpid(),
+            version=__version__,
+            root=str(self.project.root),
+            uptime=time.monotonic() - self._began,
+            socket=str(self.paths.socket),
+            url=self.url,
+        )
+
+    async def shutdown(self) -> schema.Outcome:
+        """Stop every service, then end the daemon (the API's `/shutdown`)."""
+        outcome = await self.controller.down([], reason="daemon shutting down")
+        self.controller.closing = True
+        self.request_exit(None)
+        return outcome
+
+    def request_exit(self, signum: signal.Signals | None) -> None:
+        if self.exited is not None and not self.exited.done():
+            self.exited.set_result(signum)
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        if self.exited is not None and not self.exited.done():
+            self.message(f"{signum.name}: stopping everything (again to kill)")
+            self.request_exit(signum)
+        else:
+            self.message(f"{signum.name} again: killing every process group")
+            self.orchestrator.kill_all()
+
+    def _record_pid(self, transition: Transition) -> None:
+        """Keep the guard's run record in step with each service's process."""
+        name = transition.service
+        runtime = self.orchestrator.runtimes.get(name)
+        pid = runtime.pid if runtime and transition.target in _HAS_PID else None
+        if self._pids.get(name) != pid:
+            self._pids[name] = pid
+            self.guard.record(name, pid)
+
+
+def _write_private(path: os.PathLike[str], text: str) -> None:
+    """Write `text` to a file only its owner can read (mode 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        os.fchmod(fd, 0o600)  # it may have existed with another mode
+        file.write(text)
