@@ -111,7 +111,7 @@ class ServiceRuntime:
         try:
             async with asyncio.timeout(self.spec.startup_timeout):
                 await self._prepare_and_spawn()
-                if self._preset is not None:
+                if self._preset is not None and self.spec.runner != "external":
                     await self._preset.after_ready()
         except TimeoutError:
             detail = f": {self.last_probe.detail}" if self.last_probe else ""
@@ -151,6 +151,8 @@ class ServiceRuntime:
             from overture.presets import load_preset
 
             self._preset = load_preset(self.name, spec, self.project)
+            if spec.runner == "external":
+                return await self._watch_external()
             await self._preset.prepare()
             launch = self._preset.launch()
             argv = argv or launch.argv
@@ -185,6 +187,20 @@ class ServiceRuntime:
         finally:
             if checker is not None:
                 await checker.close()
+
+    async def _watch_external(self) -> None:
+        """An external service with a preset: only the preset's native probe."""
+        probe = self._ready_probe()
+        assert probe is not None
+        wake = asyncio.Event()
+        checker = build_checker(probe, self._probe_context(wake.set))
+        self.spawned = True
+        if self.on_spawned is not None:
+            self.on_spawned(self.name)
+        try:
+            await self._wait_ready(probe, checker, wake)
+        finally:
+            await checker.close()
 
     def _cwd(self) -> Path:
         if self.spec.cwd is None:
