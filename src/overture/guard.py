@@ -13,6 +13,7 @@ Three parts:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -101,6 +102,7 @@ class Guard:
         self._lock: IO[str] | None = None
         self._watchdog: subprocess.Popen[bytes] | None = None
         self.services: dict[str, dict[str, Any]] = {}
+        self._write_pending = False
 
     # The lock
 
@@ -165,9 +167,14 @@ class Guard:
                 "pgid": pid,
                 "start": _process_start(pid),
             }
-        self._write()
+        # Starting 500 services changes 1,000 pids in a burst: write the
+        # record once per loop iteration, not once per change.
+        if not self._write_pending:
+            self._write_pending = True
+            asyncio.get_running_loop().call_soon(self._write)
 
     def _write(self) -> None:
+        self._write_pending = False
         data = {
             "pid": os.getpid(),
             "start": _process_start(os.getpid()),

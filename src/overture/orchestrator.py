@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 
@@ -69,6 +70,10 @@ class Orchestrator:
         """Services to stop once their dependents are down, with the reason."""
         self._waits: dict[str, list[_Wait]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._starting = 0
+        """How many services are starting now (their ready probes poll)."""
+        self._environ = dict(os.environ)
+        """The environment services inherit, copied once per `up`."""
 
     def runtime(self, name: str) -> ServiceRuntime:
         runtime = self.runtimes.get(name)
@@ -81,6 +86,8 @@ class Orchestrator:
                 self._on_transition,
             )
             runtime.on_spawned = self._on_spawned
+            runtime.project_environ = self._environ
+            runtime.ready_pace = self._ready_pace
             self.runtimes[name] = runtime
         return runtime
 
@@ -93,6 +100,10 @@ class Orchestrator:
         blocked.
         """
         order = self.graph.order(names)
+        # Copied now, not at construction: the guard marks the environment
+        # for the watchdog after the orchestrator exists.
+        self._environ.clear()
+        self._environ.update(os.environ)
         for name in order:
             runtime = self.runtime(name)
             self.active.add(name)
@@ -198,7 +209,16 @@ class Orchestrator:
 
     # Reacting to transitions
 
+    def _ready_pace(self) -> float:
+        # 10 ms while few services start; past 50, a budget of about 5,000
+        # ready checks a second in all, so probes do not starve the children.
+        return max(0.01, 0.0002 * self._starting)
+
     def _on_transition(self, transition: Transition) -> None:
+        if transition.target is S.STARTING:
+            self._starting += 1
+        if transition.source is S.STARTING:
+            self._starting -= 1
         self.bus.publish(transition)
         for wait in self._waits.get(transition.service, ()):
             self._update_wait(wait, transition.service)

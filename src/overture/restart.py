@@ -15,6 +15,9 @@ from collections.abc import Callable
 
 from overture.config.model import Restart, RestartPolicy
 
+_RNG = random.Random()
+"""One generator for every service: a Random each costs memory per service."""
+
 
 class RestartBudget:
     def __init__(
@@ -25,7 +28,7 @@ class RestartBudget:
     ) -> None:
         self.policy = policy
         self.clock = clock
-        self.rng = rng or random.Random()
+        self.rng = rng or _RNG
         self._recent: deque[float] = deque()
 
     def applies(self, clean_exit: bool) -> bool:

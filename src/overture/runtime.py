@@ -79,9 +79,13 @@ class ServiceRuntime:
         self._live_task: asyncio.Task[None] | None = None
         self._retry_timer: asyncio.TimerHandle | None = None
         self._stopping_old: asyncio.Task[None] | None = None
+        self.project_environ: dict[str, str] | None = None
+        """The inherited environment, copied once by the orchestrator."""
         self.spawned = False
         """Its process exists (or, external, there is nothing to spawn)."""
         self.on_spawned: Callable[[str], None] | None = None
+        self.ready_pace: Callable[[], float] = lambda: 0.01
+        """The ready probe's polling interval when the config sets none."""
         self._stop_spec = spec.stop
         self._preset: Preset | None = None
 
@@ -209,7 +213,8 @@ class ServiceRuntime:
 
     def _environment(self) -> dict[str, str]:
         """Inherited, then each env_file in order, then `env`."""
-        env = dict(os.environ)
+        inherited = self.project_environ
+        env = dict(os.environ) if inherited is None else inherited.copy()
         if self.spec.env_file:
             from overture.config.dotenv import read_env_file
 
@@ -224,14 +229,20 @@ class ServiceRuntime:
         if probe.start_period:
             await asyncio.sleep(probe.start_period)
         # Poll quickly at first (most services are ready within tens of
-        # milliseconds), backing off to the probe's interval.
-        delay, passes = 0.005, 0
+        # milliseconds), then at the probe's interval if the config sets one,
+        # else at the orchestrator's pace: often while few services start,
+        # less often while hundreds compete for the same cores.
+        delay, passes = 0.001, 0
         while True:
             self.last_probe = await checker.check()
             passes = passes + 1 if self.last_probe.ok else 0
             if passes >= probe.success_threshold:
                 return
-            delay = min(delay * 2, probe.interval)
+            if "interval" in probe.model_fields_set:
+                ceiling = probe.interval
+            else:
+                ceiling = self.ready_pace()
+            delay = min(delay * 2, ceiling)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await wake.wait()

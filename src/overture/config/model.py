@@ -123,7 +123,8 @@ class Probe(_Model):
 
     status: list[int] | None = None
     topics: list[str] = []
-    interval: Duration = 0.1
+    interval: Duration = 1.0
+    """Between live checks; a ready probe without one polls adaptively."""
     timeout: Duration = 1.0
     start_period: Duration = 0.0
     failure_threshold: int = Field(3, ge=1)

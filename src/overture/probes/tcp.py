@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 from overture.config.model import Probe
@@ -27,13 +28,21 @@ class TcpChecker(Checker):
 
     async def check(self) -> ProbeResult:
         began = time.monotonic()
+        # A bare socket: a stream reader and writer per check would cost
+        # several times the connect itself.
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
         try:
             async with asyncio.timeout(self.probe.timeout):
-                _, writer = await asyncio.open_connection(self.host, self.port)
+                await asyncio.get_running_loop().sock_connect(
+                    sock, (self.host, self.port)
+                )
         except (OSError, TimeoutError) as exc:
             detail = _describe(exc, f"{self.host}:{self.port}")
             return ProbeResult(False, detail, time.monotonic() - began)
-        writer.close()
+        finally:
+            sock.close()
         return ProbeResult(True, "connected", time.monotonic() - began)
 
 

@@ -55,6 +55,10 @@ def _our_children() -> list[int]:
     return pids
 
 
+_LEADERS: set[int] = set()
+"""Pids of the services' own processes: never orphans, so never read."""
+
+
 def kill_orphans(service: str, spare: int | None = None) -> list[int]:
     """SIGKILL and reap our children that carry `service`'s marker.
 
@@ -64,7 +68,7 @@ def kill_orphans(service: str, spare: int | None = None) -> list[int]:
     marker = f"{MARKER}={service}\0".encode()
     killed = []
     for pid in _our_children():
-        if pid == spare:
+        if pid == spare or pid in _LEADERS:
             continue
         try:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
@@ -168,7 +172,9 @@ class ProcessRunner:
             group=group,
             extra_groups=[] if self.user else None,
             start_new_session=True,
+            bufsize=0,  # the loop reads the pipes; no buffered file objects
         )
+        _LEADERS.add(self.process.pid)
         self.started_at = time.monotonic()
         self._exited = loop.create_future()
 
@@ -197,6 +203,7 @@ class ProcessRunner:
         # lines are read before anyone hears of the exit.
         self.signal_group(signal.SIGKILL)
         returncode = self.process.wait()
+        _LEADERS.discard(self.process.pid)
         self.kill()
         self._finishing = loop.create_task(self._report_exit(returncode))
 
