@@ -286,6 +286,8 @@ class Background(_Run):
         """Serve until a signal or `/shutdown`; `ready` is called once it listens."""
         async with self._running() as daemon:
             assert daemon.exited is not None
+            assert daemon.api_ready is not None
+            await daemon.api_ready  # `up -d` talks to the API next
             self.printer.message(f"started: {self._where(token=False)}")
             if ready is not None:
                 ready()

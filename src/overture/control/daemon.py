@@ -12,24 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import secrets
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-
-import uvicorn
-from starlette.types import ASGIApp
+from typing import TYPE_CHECKING
 
 from overture import __version__
 from overture.config.model import Project
 from overture.control import schema
-from overture.control.api import Backend, create_app
-from overture.control.auth import Listener, tag
 from overture.control.controller import Controller
 from overture.control.listen import (
     bind_tcp,
@@ -48,6 +45,10 @@ from overture.observe.events import EventBus
 from overture.observe.output import LogLine, OutputStore
 from overture.orchestrator import Orchestrator
 
+if TYPE_CHECKING:
+    from overture.control.api import Backend
+    from overture.control.serve import Server
+
 S = ServiceState
 
 TOKEN_ENV = "OVERTURE_TOKEN"
@@ -63,22 +64,6 @@ class DaemonOptions:
     allow_remote: bool = False
     """Accept a non-loopback `listen` address (every call then needs the token)."""
     socket_mode: int = 0o600
-
-
-class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signals to the daemon and says when it listens."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = asyncio.Event()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        self.listening.set()
 
 
 class Daemon:
@@ -111,7 +96,9 @@ class Daemon:
         """What the guard found of a crashed run, for the user."""
         self.exited: asyncio.Future[signal.Signals | None] | None = None
         """Resolves with the signal that asked the daemon to end, or None."""
-        self._servers: list[tuple[_Server, asyncio.Task[None]]] = []
+        self._servers: list[tuple[Server, asyncio.Task[None]]] = []
+        self.api_ready: asyncio.Task[None] | None = None
+        """Done once the API answers on every listener (or failed to)."""
         self._pids: dict[str, int | None] = {}
         self._began = time.monotonic()
 
@@ -128,16 +115,32 @@ class Daemon:
             listeners = self._bind()
             self.guard.start_watchdog()
             self.bus.subscribe(self._record_pid)
-            app = create_app(self._backend())
-            for sock, listener in listeners:
-                await self._serve(tag(app, listener), sock)
             self._write_record()
         except BaseException:
             await self._close()
             raise
+        # The API starts beside the services: importing FastAPI and uvicorn
+        # takes about half a second, which the services need not wait for.
+        # Clients that connect meanwhile wait in the socket's backlog.
+        self.api_ready = asyncio.create_task(self._start_api(listeners), name="api")
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._on_signal, signum)
         return self
+
+    async def _start_api(self, listeners: list[tuple[socket.socket, str]]) -> None:
+        try:
+            # Imported in a thread: the loop keeps spawning and probing.
+            serve = await asyncio.to_thread(
+                importlib.import_module, "overture.control.serve"
+            )
+            app = serve.create_app(self._backend())
+            for sock, kind in listeners:
+                server, task = await serve.serve(serve.tag(app, kind), sock)
+                self._servers.append((server, task))
+        except BaseException:
+            for sock, _ in listeners:
+                sock.close()
+            raise
 
     async def __aexit__(
         self,
@@ -150,10 +153,11 @@ class Daemon:
             loop.remove_signal_handler(signum)
         await self._close()
 
-    def _bind(self) -> list[tuple[socket.socket, Listener]]:
+    def _bind(self) -> list[tuple[socket.socket, str]]:
+        """The listening sockets, each with its kind: unix, loopback or remote."""
         options = self.options
         if options.listen is None:
-            return [(bind_unix(self.paths.socket, options.socket_mode), Listener.UNIX)]
+            return [(bind_unix(self.paths.socket, options.socket_mode), "unix")]
         host, port = parse_listen(options.listen, options.allow_remote)
         tcp = bind_tcp(host, port)
         try:
@@ -164,10 +168,12 @@ class Daemon:
         self.url = url_of(tcp)
         self.token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(32)
         _write_private(self.paths.token, self.token + "\n")
-        kind = Listener.LOOPBACK if is_loopback(host) else Listener.REMOTE
-        return [(socket_file, Listener.UNIX), (tcp, kind)]
+        kind = "loopback" if is_loopback(host) else "remote"
+        return [(socket_file, "unix"), (tcp, kind)]
 
     def _backend(self) -> Backend:
+        from overture.control.api import Backend
+
         return Backend(
             controller=self.controller,
             events=self.events,
@@ -178,28 +184,13 @@ class Daemon:
             token=self.token,
         )
 
-    async def _serve(self, app: ASGIApp, sock: socket.socket) -> None:
-        config = uvicorn.Config(
-            app,
-            http="h11",
-            ws="none",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=2,
-        )
-        server = _Server(config)
-        task = asyncio.create_task(server.serve([sock]), name="api server")
-        self._servers.append((server, task))
-        listening = asyncio.create_task(server.listening.wait())
-        await asyncio.wait([listening, task], return_when=asyncio.FIRST_COMPLETED)
-        listening.cancel()
-        if task.done():
-            task.result()  # raises what stopped it
-
     async def _close(self) -> None:
         """End the streams, stop the servers, remove the files, drop the lock."""
         self.controller.closing = True
+        if self.api_ready is not None and not self.api_ready.done():
+            self.api_ready.cancel()
+            with contextlib.suppress(BaseException):
+                await self.api_ready
         self.events.fanout.close()
         self.lines.close()
         for server, _ in self._servers:

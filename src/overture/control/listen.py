@@ -58,6 +58,9 @@ def parse_listen(value: str, allow_remote: bool = False) -> tuple[str, int]:
     return host, int(port_text)
 
 
+_BACKLOG = 2048
+
+
 def bind_unix(path: Path, mode: int) -> socket.socket:
     """A listening unix socket at `path` with exactly `mode`.
 
@@ -79,6 +82,9 @@ def bind_unix(path: Path, mode: int) -> socket.socket:
     finally:
         os.umask(previous)
     os.chmod(path, mode)
+    # Listening at once: a client that comes before the API server has
+    # started waits in the backlog instead of being refused.
+    sock.listen(_BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -102,6 +108,7 @@ def bind_tcp(host: str, port: int) -> socket.socket:
             f"cannot listen on {host}:{port}: {exc.strerror}; "
             "choose another port with --listen, or 0 for any free one"
         ) from None
+    sock.listen(_BACKLOG)
     sock.setblocking(False)
     return sock
 
