@@ -210,9 +210,9 @@ class Orchestrator:
     # Reacting to transitions
 
     def _ready_pace(self) -> float:
-        # 10 ms while few services start; past 50, a budget of about 5,000
+        # 5 ms while few services start; past 25, a budget of about 5,000
         # ready checks a second in all, so probes do not starve the children.
-        return max(0.01, 0.0002 * self._starting)
+        return max(0.005, 0.0002 * self._starting)
 
     def _on_transition(self, transition: Transition) -> None:
         if transition.target is S.STARTING:

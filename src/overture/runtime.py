@@ -84,7 +84,7 @@ class ServiceRuntime:
         self.spawned = False
         """Its process exists (or, external, there is nothing to spawn)."""
         self.on_spawned: Callable[[str], None] | None = None
-        self.ready_pace: Callable[[], float] = lambda: 0.01
+        self.ready_pace: Callable[[], float] = lambda: 0.005
         """The ready probe's polling interval when the config sets none."""
         self._stop_spec = spec.stop
         self._preset: Preset | None = None
