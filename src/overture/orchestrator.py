@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from overture.config.model import Condition, OnFailure, Project
 from overture.graph import Graph
@@ -103,7 +105,7 @@ class Orchestrator:
         # Copied now, not at construction: the guard marks the environment
         # for the watchdog after the orchestrator exists.
         self._environ.clear()
-        self._environ.update(os.environ)
+        self._environ.update(inherited_environment())
         for name in order:
             runtime = self.runtime(name)
             self.active.add(name)
@@ -314,6 +316,23 @@ class Orchestrator:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def inherited_environment() -> dict[str, str]:
+    """Overture's environment, with its virtualenv first on PATH if it has one.
+
+    As activating the virtualenv would: `python` in a command then means the
+    interpreter Overture runs on, with the packages installed beside it, also
+    when Overture was started as `.venv/bin/overture` from a plain shell.
+    """
+    env = dict(os.environ)
+    if sys.prefix != sys.base_prefix:
+        scripts = str(Path(sys.executable).parent)
+        path = env.get("PATH", "")
+        if path.split(os.pathsep)[0] != scripts:
+            env["PATH"] = os.pathsep.join(filter(None, [scripts, path]))
+        env.setdefault("VIRTUAL_ENV", sys.prefix)
+    return env
 
 
 def _settled(runtime: ServiceRuntime) -> bool:
