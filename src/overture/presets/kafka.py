@@ -18,13 +18,10 @@ from __future__ import annotations
 import logging
 import shutil
 import signal
-from functools import cached_property
-from pathlib import Path
 
 from overture.config.model import Probe, Stop
 from overture.errors import StartError
 from overture.presets.base import Launch, Preset
-from overture.presets.binaries import resolve_binary
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +43,8 @@ _TOPIC_ALREADY_EXISTS = 36
 
 
 class KafkaPreset(Preset):
-    @cached_property
-    def binary(self) -> Path:
-        return resolve_binary(
-            "tansu",
-            self.service.binary,
-            root=self.project.root,
-            path=self.service.env.get("PATH"),
-        )
-
-    @property
-    def port(self) -> int:
-        return self.service.port or DEFAULT_PORT
+    executable = "tansu"
+    default_port = DEFAULT_PORT
 
     @property
     def bootstrap(self) -> str:

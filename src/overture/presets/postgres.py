@@ -27,14 +27,12 @@ import pwd
 import signal
 import stat
 import time
-from functools import cached_property
 from pathlib import Path
 from urllib.parse import quote
 
 from overture.config.model import Probe, Stop
 from overture.errors import StartError
 from overture.presets.base import Launch, Preset
-from overture.presets.binaries import resolve_binary
 
 log = logging.getLogger(__name__)
 
@@ -49,19 +47,8 @@ STOP = Stop(signal=signal.SIGINT, timeout=30.0)
 
 
 class PostgresPreset(Preset):
-    @cached_property
-    def binary(self) -> Path:
-        """The `postgres` executable (initdb is taken from beside it)."""
-        return resolve_binary(
-            "postgres",
-            self.service.binary,
-            root=self.project.root,
-            path=self.service.env.get("PATH"),
-        )
-
-    @property
-    def port(self) -> int:
-        return self.service.port or DEFAULT_PORT
+    executable = "postgres"
+    default_port = DEFAULT_PORT
 
     @property
     def superuser(self) -> str:

@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 import signal
-from functools import cached_property
 from pathlib import Path
 from urllib.parse import quote
 
 from overture.config.model import Probe, Stop
 from overture.presets.base import Launch, Preset
-from overture.presets.binaries import resolve_binary
 
 DEFAULT_PORT = 6379
 CONFIG_NAME = "redis.conf"
@@ -27,18 +25,8 @@ STOP = Stop(signal=signal.SIGTERM, timeout=30.0)
 
 
 class RedisPreset(Preset):
-    @cached_property
-    def binary(self) -> Path:
-        return resolve_binary(
-            "redis-server",
-            self.service.binary,
-            root=self.project.root,
-            path=self.service.env.get("PATH"),
-        )
-
-    @property
-    def port(self) -> int:
-        return self.service.port or DEFAULT_PORT
+    executable = "redis-server"
+    default_port = DEFAULT_PORT
 
     @property
     def config_path(self) -> Path:

@@ -8,6 +8,8 @@ Scheduling (interval, thresholds, start period) belongs to the caller.
 from __future__ import annotations
 
 import abc
+import asyncio
+import contextlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,3 +56,16 @@ class Checker(abc.ABC):
 
 def compile_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Drop a probe's connection now, and wait until its socket is closed.
+
+    The socket only closes once the loop runs again; a server stopped right
+    after a probe's `close` must see no client left (Tansu waits 5 s for open
+    connections before it exits).
+    """
+    writer.transport.abort()  # nothing left to say; no flush
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(1.0):
+            await writer.wait_closed()

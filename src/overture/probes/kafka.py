@@ -17,14 +17,13 @@ Only plaintext listeners are supported: no TLS, no SASL.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import struct
 import time
 from dataclasses import dataclass
 
 from overture.config.model import Probe
-from overture.probes.base import Checker, ProbeContext, ProbeResult
+from overture.probes.base import Checker, ProbeContext, ProbeResult, close_writer
 from overture.probes.tcp import split_address
 
 _API_METADATA = 3
@@ -70,14 +69,7 @@ class KafkaChecker(Checker):
         streams, self._streams = self._streams, None
         if streams is None:
             return
-        writer = streams[1]
-        writer.transport.abort()  # nothing left to say; don't wait to flush
-        # The socket is only closed once the loop runs again: wait for that,
-        # so a server stopped right after this call sees no client left
-        # (Tansu waits 5 s for open connections before it exits).
-        with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(1.0):
-                await writer.wait_closed()
+        await close_writer(streams[1])
 
     async def _metadata(self) -> Metadata:
         reader, writer = self._streams or await self._connect()

@@ -15,14 +15,13 @@ server's first answer. URL forms: `redis://[[user]:password@]host[:port]`,
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import ssl
 import time
 from urllib.parse import unquote, urlsplit
 
 from overture.config.model import Probe
-from overture.probes.base import Checker, ProbeContext, ProbeResult
+from overture.probes.base import Checker, ProbeContext, ProbeResult, close_writer
 
 DEFAULT_PORT = 6379
 _PING = b"*1\r\n$4\r\nPING\r\n"
@@ -65,14 +64,7 @@ class RedisChecker(Checker):
         streams, self._streams = self._streams, None
         if streams is None:
             return
-        writer = streams[1]
-        writer.transport.abort()  # nothing left to say; don't wait to flush
-        # The socket is only closed once the loop runs again: wait for that,
-        # so a server stopped right after this call sees no client left
-        # (Tansu waits 5 s for open connections before it exits).
-        with contextlib.suppress(OSError, TimeoutError):
-            async with asyncio.timeout(1.0):
-                await writer.wait_closed()
+        await close_writer(streams[1])
 
     async def _ping(self) -> str:
         """The first error reply of this exchange, else PING's reply."""
