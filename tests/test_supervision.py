@@ -252,6 +252,10 @@ def _config(tmp_path: Path, body: str) -> None:
     (tmp_path / "overture.toml").write_text(textwrap.dedent(body))
 
 
+_STARTED: list[subprocess.Popen[str]] = []
+"""Every `overture up` a test started; killed at teardown if a test failed."""
+
+
 def _start_up(tmp_path: Path, *options: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "overture", "up", "--no-live", *options],
@@ -260,6 +264,7 @@ def _start_up(tmp_path: Path, *options: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    _STARTED.append(process)
     assert process.stdout is not None
     for line in process.stdout:  # the handshake: the summary line
         if "up:" in line:
@@ -346,6 +351,17 @@ def test_next_up_cleans_a_stale_run(tmp_path: Path) -> None:
 def _no_leftovers() -> Any:
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     yield
+    while _STARTED:
+        process = _STARTED.pop()
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)  # a graceful down of what it started
+            try:
+                process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+        elif process.stdout is not None:
+            process.stdout.close()
     after = [
         p for p in psutil.Process().children(recursive=True) if p.pid not in before
     ]
