@@ -80,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_daemon_options(daemon)
     daemon.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    # What `up -d` is about to ask for: started at once, while the API loads.
+    daemon.add_argument("--start", action="append", default=[], help=argparse.SUPPRESS)
+    daemon.add_argument("--start-profile", help=argparse.SUPPRESS)
+    daemon.add_argument("--start-group", help=argparse.SUPPRESS)
+    daemon.add_argument("--start-all", action="store_true", help=argparse.SUPPRESS)
 
     down = commands.add_parser(
         "down", help="stop services and their dependents; with none, all and the daemon"
@@ -239,6 +244,14 @@ def _daemon_args(args: argparse.Namespace, project: Project) -> list[str]:
         argv += ["--listen", args.listen]
     if args.allow_remote:
         argv.append("--allow-remote")
+    for service in args.services:
+        argv += ["--start", service]
+    if args.profile is not None:
+        argv += ["--start-profile", args.profile]
+    if args.group is not None:
+        argv += ["--start-group", args.group]
+    if not (args.services or args.profile or args.group):
+        argv.append("--start-all")
     return argv
 
 
@@ -281,6 +294,10 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
     project, graph = _load(args)
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     background = Background(project, graph, _daemon_options(args), args.log_format)
+    if args.start or args.start_profile or args.start_group or args.start_all:
+        background.prestart = graph.select(
+            args.start, args.start_profile, args.start_group
+        ).order
 
     def ready() -> None:
         if args.ready_fd is not None:

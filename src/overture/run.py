@@ -281,17 +281,28 @@ class Background(_Run):
     ) -> None:
         printer = Printer(list(graph.select().order), fmt=log_format, colour=False)
         super().__init__(project, graph, options, printer)
+        self.prestart: tuple[str, ...] = ()
+        """What `up -d` will ask for: started before the API has loaded."""
 
     async def run(self, ready: Callable[[], None] | None = None) -> int:
         """Serve until a signal or `/shutdown`; `ready` is called once it listens."""
         async with self._running() as daemon:
             assert daemon.exited is not None
             assert daemon.api_ready is not None
+            # The services need not wait for the API's import; `up -d`'s
+            # request then finds them on their way and waits for them.
+            starting = None
+            if self.prestart:
+                starting = asyncio.ensure_future(self.orchestrator.up(self.prestart))
+                daemon.controller.prestarted = set(self.prestart)
+                daemon.controller.prestarting = starting
             await daemon.api_ready  # `up -d` talks to the API next
             self.printer.message(f"started: {self._where(token=False)}")
             if ready is not None:
                 ready()
             signum = await daemon.exited
+            if starting is not None and not starting.done():
+                starting.cancel()
             reason = "daemon shutting down" if signum is None else "interrupted"
             await self.orchestrator.down(reason=reason)
             self.printer.message("stopped")

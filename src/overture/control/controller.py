@@ -42,6 +42,10 @@ class Controller:
         self.graph: Graph = orchestrator.graph
         self.metrics = metrics
         self.closing = False
+        self.prestarted: set[str] = set()
+        """Started by the daemon ahead of `up -d`'s first request."""
+        self.prestarting: asyncio.Future[list[str]] | None = None
+        """That start, until the request takes its outcome."""
         self._busy = 0
         self._watchers: list[asyncio.Event] = []
         """Set when an operation ends: `wait_idle` looks again."""
@@ -207,14 +211,25 @@ class Controller:
 
     async def _bring_up(self, order: Iterable[str], rollback: bool) -> schema.Outcome:
         order = list(order)
-        before = set(self.orchestrator.active)
-        # Services already up are left out: `Orchestrator.up` fails with
-        # InvalidStateError when the first service of its order has settled
-        # already (its wait resolves twice). Leaving them out changes nothing
-        # else: `up` would not send them any event.
-        todo = [n for n in order if self._state(n) not in (S.READY, S.DEGRADED)]
+        # What the daemon started ahead of `up -d`'s request counts as
+        # started by that request: its outcome is this request's, and its
+        # rollback covers it. It is not started a second time.
+        ahead, self.prestarting = self.prestarting, None
+        prestarted, self.prestarted = self.prestarted, set()
+        before = set(self.orchestrator.active) - prestarted
+        if ahead is not None:
+            await asyncio.shield(ahead)
+        # Services already up are left out: `up` would send them no event.
+        todo = [
+            n
+            for n in order
+            if n not in prestarted and self._state(n) not in (S.READY, S.DEGRADED)
+        ]
+        await self.orchestrator.up(todo)
         # Read each failure before a rollback resets it to stopped.
-        failed = [self._failure(name) for name in await self.orchestrator.up(todo)]
+        failed = [
+            self._failure(n) for n in order if self._state(n) in (S.FAILED, S.BLOCKED)
+        ]
         if failed and rollback:
             started = [n for n in order if n not in before]
             await self.orchestrator.down(
