@@ -12,8 +12,6 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from overture.config.lines import LineMap, json_lines, toml_lines, yaml_lines
 from overture.errors import ConfigError
 
@@ -83,6 +81,8 @@ def _json(text: str, shown: str) -> tuple[Any, LineMap]:
 
 
 def _yaml(text: str, shown: str) -> tuple[Any, LineMap]:
+    import yaml  # only YAML projects pay for its import
+
     # One pass gives both the node tree (with lines) and the values.
     loader = yaml.SafeLoader(text)
     try:

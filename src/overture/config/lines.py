@@ -15,8 +15,11 @@ import json
 import re
 import tomllib
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
+
 
 KeyPath = tuple[str | int, ...]
 LineMap = dict[KeyPath, int]
@@ -309,6 +312,8 @@ def yaml_lines(root: yaml.Node | None) -> LineMap:
 def _walk_yaml(
     node: yaml.Node | None, path: KeyPath, lines: LineMap, above: tuple[int, ...]
 ) -> None:
+    import yaml  # only YAML projects pay for its import
+
     # An alias can make a node its own descendant; do not follow it round.
     if node is None or id(node) in above:
         return
