@@ -153,6 +153,15 @@ class PostgresPreset(Preset):
                 f"{data_dir}; allow it (chmod o+x {blocked}), or set `data_dir` "
                 "to a directory it can reach, or set `user`"
             )
+        blocked = _first_closed_parent(self.binary, account)
+        if blocked is not None:
+            mode = stat.S_IMODE(blocked.stat().st_mode)
+            raise StartError(
+                f"user {account.pw_name!r} runs PostgreSQL but cannot enter "
+                f"{blocked} (mode {mode:04o}) on the way to its program "
+                f"{self.binary}; allow it (chmod o+x {blocked}), or set `binary` "
+                "to a PostgreSQL it can reach"
+            )
 
     async def _initdb(self, account: pwd.struct_passwd | None) -> None:
         initdb = _initdb_beside(self.binary)
