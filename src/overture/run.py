@@ -121,14 +121,12 @@ class _Run:
         finally:
             log.removeHandler(warnings)
 
-    def _where(self, token: bool) -> str:
-        """How to reach the daemon; the token only where the user alone reads it."""
+    def _where(self) -> str:
+        """How to reach the daemon. Never the token: output may end in a log."""
         daemon = self.daemon
         text = f"daemon pid {os.getpid()} on {daemon.paths.socket}"
         if daemon.url is not None:
-            text += f"; dashboard {daemon.url}"
-            if token:
-                text += f"#token={daemon.token}"
+            text += f"; dashboard {daemon.url} (`overture dashboard` adds the token)"
         return text
 
 
@@ -182,7 +180,7 @@ class Session(_Run):
         # Run: stream the output until the end, until nothing runs any more,
         # or until a service ends the run (--abort-on-failure, --exit-code-from).
         self.printer.message(f"{self._summary()}; Ctrl-C to stop")
-        self.printer.message(self._where(token=True))
+        self.printer.message(self._where())
         idle = asyncio.ensure_future(daemon.controller.wait_idle())
         ending = self._ending()
         await _first(idle, exited, ending)
@@ -297,7 +295,7 @@ class Background(_Run):
                 daemon.controller.prestarted = set(self.prestart)
                 daemon.controller.prestarting = starting
             await daemon.api_ready  # `up -d` talks to the API next
-            self.printer.message(f"started: {self._where(token=False)}")
+            self.printer.message(f"started: {self._where()}")
             if ready is not None:
                 ready()
             signum = await daemon.exited
