@@ -307,7 +307,7 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 def _is_watchdog(process: psutil.Process) -> bool:
     try:
-        return "overture.watchdog" in " ".join(process.cmdline())
+        return "overture-watchdog" in " ".join(process.cmdline())
     except psutil.Error:  # a zombie has no command line
         return False
 
