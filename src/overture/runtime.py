@@ -442,7 +442,9 @@ class ServiceRuntime:
             )
         how = "clean" if is_clean_stop(outcome.returncode, sent) else "unclean"
         if not outcome.signalled:
-            return f"stop command ran, {describe_exit(outcome.returncode)} ({how})"
+            if self._stop_spec.command:
+                return f"stop command ran, {describe_exit(outcome.returncode)} ({how})"
+            return f"{describe_exit(outcome.returncode)} before {sent.name} ({how})"
         return f"{sent.name} sent, {describe_exit(outcome.returncode)} ({how})"
 
     def kill(self) -> None:
