@@ -153,6 +153,7 @@ async def wait_ready(
                         f"server exited ({server.process.returncode}) before "
                         f"ready:\n{server.log_tail()}"
                     )
+                # Polling the probe is the wait: a server offers no event.
                 await asyncio.sleep(0.005)
     except TimeoutError:
         last = answers[-1].detail if answers else "no answer"

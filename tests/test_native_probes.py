@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,25 +25,12 @@ from servers import (
     Servers,
     free_port,
     make_preset,
-    reachable_dir,
     run,
     start_ready,
     wait_ready,
 )
 
 KINDS = ("postgres", "redis", "kafka")
-
-
-@pytest.fixture
-def servers() -> Iterator[Servers]:
-    with Servers() as running:
-        yield running
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    with reachable_dir() as path:
-        yield path
 
 
 def probe_for(kind: str, port: int, timeout: float = 1.0) -> Probe:

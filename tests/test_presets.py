@@ -9,7 +9,6 @@ import re
 import signal
 import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -26,24 +25,11 @@ from overture.probes.base import Checker
 from servers import (
     Servers,
     make_preset,
-    reachable_dir,
     run,
     start_ready,
 )
 
 AS_ROOT = os.geteuid() == 0
-
-
-@pytest.fixture
-def servers() -> Iterator[Servers]:
-    with Servers() as running:
-        yield running
-
-
-@pytest.fixture
-def root() -> Iterator[Path]:
-    with reachable_dir() as path:
-        yield path
 
 
 def test_postgres_first_start_restart_keeps_committed_row(

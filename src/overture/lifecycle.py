@@ -31,21 +31,14 @@ class ServiceState(StrEnum):
     COMPLETED = "completed"
 
 
-# States in which the service has (or is about to have) a live process.
-RUNNING_STATES = frozenset(
-    {ServiceState.STARTING, ServiceState.READY, ServiceState.DEGRADED}
-)
-# States an `up` waits for: the service will not move on without a new cause.
-SETTLED_STATES = frozenset(
-    {
-        ServiceState.READY,
-        ServiceState.DEGRADED,
-        ServiceState.COMPLETED,
-        ServiceState.FAILED,
-        ServiceState.BLOCKED,
-        ServiceState.STOPPED,
-    }
-)
+_S = ServiceState
+
+HAS_PROCESS = frozenset({_S.STARTING, _S.READY, _S.DEGRADED, _S.STOPPING})
+"""States in which the service's runner holds its process."""
+NO_PROCESS = frozenset({_S.STOPPED, _S.FAILED, _S.BLOCKED, _S.COMPLETED})
+"""States with no process, that do not change without a new cause."""
+SETTLED_STATES = frozenset({_S.READY, _S.DEGRADED} | NO_PROCESS)
+"""States an `up` waits for."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,13 @@ from pathlib import Path
 
 from overture.config.model import Condition, OnFailure, Project
 from overture.graph import Graph
-from overture.lifecycle import ServiceState, Transition
+from overture.lifecycle import (
+    HAS_PROCESS,
+    NO_PROCESS,
+    SETTLED_STATES,
+    ServiceState,
+    Transition,
+)
 from overture.observe.events import EventBus
 from overture.observe.output import OutputStore
 from overture.runtime import ServiceRuntime
@@ -35,11 +41,6 @@ _MEETS: dict[Condition, frozenset[ServiceState]] = {
     Condition.HEALTHY: frozenset({S.READY, S.COMPLETED}),
     Condition.COMPLETED: frozenset({S.COMPLETED}),
 }
-# States in which a service has, or may be about to have, a process.
-_HAS_PROCESS = frozenset({S.STARTING, S.READY, S.DEGRADED, S.STOPPING})
-_NO_PROCESS = frozenset({S.STOPPED, S.FAILED, S.BLOCKED, S.COMPLETED})
-# States an `up` waits for: nothing more happens without a new cause.
-_SETTLED = frozenset({S.READY, S.DEGRADED, S.COMPLETED, S.FAILED, S.BLOCKED, S.STOPPED})
 
 
 @dataclass(eq=False)
@@ -185,14 +186,14 @@ class Orchestrator:
             return
         for dependent in self.graph.dependents(name):
             other = self.runtimes.get(dependent)
-            if other is not None and other.state in _HAS_PROCESS:
+            if other is not None and other.state in HAS_PROCESS:
                 return
         reason = self._stop_pending.pop(name)
         self._spawn(self.runtimes[name].stop(reason))
 
     def idle(self) -> asyncio.Future[None]:
         """Resolves when no active service has a process or is about to start."""
-        idle = _NO_PROCESS
+        idle = NO_PROCESS
         return self._wait_for(
             set(self.active), lambda r: r.state in idle and not r.retry_pending
         )
@@ -247,7 +248,7 @@ class Orchestrator:
         for dependent in self.graph.dependents(name):
             if dependent in self.runtimes:
                 self._evaluate_start(dependent)
-        if target in _NO_PROCESS:
+        if target in NO_PROCESS:
             for dependency in self.graph.dependencies(name):
                 self._evaluate_stop(dependency)
 
@@ -336,4 +337,4 @@ def inherited_environment() -> dict[str, str]:
 
 
 def _settled(runtime: ServiceRuntime) -> bool:
-    return runtime.state in _SETTLED and not runtime.retry_pending
+    return runtime.state in SETTLED_STATES and not runtime.retry_pending

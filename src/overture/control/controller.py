@@ -18,18 +18,13 @@ from overture.control import schema
 from overture.control.metrics import Metrics
 from overture.errors import OvertureError
 from overture.graph import Graph
-from overture.lifecycle import ServiceState
+from overture.lifecycle import HAS_PROCESS, NO_PROCESS, ServiceState
 from overture.orchestrator import Orchestrator
 
 S = ServiceState
 
 FAILURE_LINES = 10
 """Output lines shown with a service that failed."""
-
-# States in which a service's runner holds its (live) process.
-_HAS_PID = frozenset({S.STARTING, S.READY, S.DEGRADED, S.STOPPING})
-# States in which a service has no process and will not start by itself.
-_NO_PROCESS = frozenset({S.STOPPED, S.FAILED, S.BLOCKED, S.COMPLETED})
 
 
 class ShuttingDown(OvertureError):
@@ -66,7 +61,7 @@ class Controller:
         return schema.Service(
             name=name,
             state=runtime.state if runtime else S.STOPPED,
-            pid=runtime.pid if runtime and runtime.state in _HAS_PID else None,
+            pid=runtime.pid if runtime and runtime.state in HAS_PROCESS else None,
             uptime=self.metrics.uptime(name),
             restarts=restarts + (runtime.restarts if runtime else 0),
             last_probe=None if probe is None else schema.Probe.model_validate(probe),
@@ -189,7 +184,7 @@ class Controller:
             return False
         runtimes = self.orchestrator.runtimes
         return all(
-            runtimes[name].state in _NO_PROCESS and not runtimes[name].retry_pending
+            runtimes[name].state in NO_PROCESS and not runtimes[name].retry_pending
             for name in self.orchestrator.active
         )
 

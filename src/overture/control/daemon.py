@@ -40,7 +40,7 @@ from overture.control.paths import DaemonPaths
 from overture.control.streams import EventFeed, Fanout
 from overture.graph import Graph
 from overture.guard import Guard
-from overture.lifecycle import ServiceState, Transition
+from overture.lifecycle import HAS_PROCESS, ServiceState, Transition
 from overture.observe.events import EventBus
 from overture.observe.output import LogLine, OutputStore
 from overture.orchestrator import Orchestrator
@@ -53,8 +53,6 @@ S = ServiceState
 
 TOKEN_ENV = "OVERTURE_TOKEN"
 """A bearer token to use instead of a generated one."""
-
-_HAS_PID = frozenset({S.STARTING, S.READY, S.DEGRADED, S.STOPPING})
 
 
 @dataclass
@@ -250,7 +248,7 @@ class Daemon:
         """Keep the guard's run record in step with each service's process."""
         name = transition.service
         runtime = self.orchestrator.runtimes.get(name)
-        pid = runtime.pid if runtime and transition.target in _HAS_PID else None
+        pid = runtime.pid if runtime and transition.target in HAS_PROCESS else None
         if self._pids.get(name) != pid:
             self._pids[name] = pid
             self.guard.record(name, pid)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -69,3 +70,14 @@ async def close_writer(writer: asyncio.StreamWriter) -> None:
     with contextlib.suppress(OSError, TimeoutError):
         async with asyncio.timeout(1.0):
             await writer.wait_closed()
+
+
+def describe_failure(exc: BaseException) -> str:
+    """Why a protocol check got no answer, in a few words."""
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, EOFError):
+        return "connection closed before the answer"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__

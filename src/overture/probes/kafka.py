@@ -17,13 +17,18 @@ Only plaintext listeners are supported: no TLS, no SASL.
 from __future__ import annotations
 
 import asyncio
-import os
 import struct
 import time
 from dataclasses import dataclass
 
 from overture.config.model import Probe
-from overture.probes.base import Checker, ProbeContext, ProbeResult, close_writer
+from overture.probes.base import (
+    Checker,
+    ProbeContext,
+    ProbeResult,
+    close_writer,
+    describe_failure,
+)
 from overture.probes.tcp import split_address
 
 _API_METADATA = 3
@@ -54,7 +59,7 @@ class KafkaChecker(Checker):
                 metadata = await self._metadata()
         except (OSError, EOFError, TimeoutError, ValueError) as exc:
             await self.close()
-            return ProbeResult(False, _describe(exc), time.monotonic() - began)
+            return ProbeResult(False, describe_failure(exc), time.monotonic() - began)
 
         latency = time.monotonic() - began
         missing = [t for t in self.probe.topics if not metadata.topics.get(t)]
@@ -157,16 +162,6 @@ class _Reader:
     def string(self) -> str | None:
         size = self.int16()
         return None if size < 0 else self.take(size).decode(errors="replace")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "no answer in time"
-    if isinstance(exc, EOFError):
-        return "connection closed before the answer"
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
-    return str(exc) or type(exc).__name__
 
 
 def create(probe: Probe, context: ProbeContext) -> Checker:

@@ -15,13 +15,18 @@ server's first answer. URL forms: `redis://[[user]:password@]host[:port]`,
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 import time
 from urllib.parse import unquote, urlsplit
 
 from overture.config.model import Probe
-from overture.probes.base import Checker, ProbeContext, ProbeResult, close_writer
+from overture.probes.base import (
+    Checker,
+    ProbeContext,
+    ProbeResult,
+    close_writer,
+    describe_failure,
+)
 
 DEFAULT_PORT = 6379
 _PING = b"*1\r\n$4\r\nPING\r\n"
@@ -52,7 +57,7 @@ class RedisChecker(Checker):
                 reply = await self._ping()
         except (OSError, EOFError, TimeoutError, ValueError) as exc:
             await self.close()
-            return ProbeResult(False, _describe(exc), time.monotonic() - began)
+            return ProbeResult(False, describe_failure(exc), time.monotonic() - began)
 
         latency = time.monotonic() - began
         if reply == "+PONG":
@@ -103,16 +108,6 @@ async def _read_reply(reader: asyncio.StreamReader) -> str:
     if line[:1] not in (b"+", b"-"):
         raise ValueError(f"unexpected answer to PING/AUTH: {line[:60]!r}")
     return line[:-2].decode(errors="replace")
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "no answer in time"
-    if isinstance(exc, EOFError):
-        return "connection closed before the answer"
-    if isinstance(exc, OSError) and exc.errno:
-        return os.strerror(exc.errno)
-    return str(exc) or type(exc).__name__
 
 
 def create(probe: Probe, context: ProbeContext) -> Checker:
