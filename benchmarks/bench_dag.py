@@ -5,27 +5,37 @@ Run: .venv/bin/python benchmarks/bench_dag.py [--services 50] [--runs 3]
 Each service is a Python TCP listener that sleeps 20-100 ms (seeded) before
 it listens, with a tcp ready probe; each depends (condition `healthy`) on one
 to three earlier services. A child prints `time.monotonic()` the moment it
-listens, so its own readiness is that stamp minus the moment its Popen
+listens, so its own readiness is that stamp minus the moment its spawn
 returned. The critical path is the longest dependency chain by own readiness;
-the overhead is the time `up` took minus that path, divided by the services
-on it. Along the path it splits into:
+the overhead is the time until every service is ready minus that path,
+divided by the services on it.
 
-- spawn lag: the last dependency's ready event -> this service's Popen returned
-  (Overture reacting to the event, plus fork and exec);
-- probe lag: the child listens -> its ready event (the ready probe's polling).
+The same DAG also runs under a minimal launcher written for this benchmark
+(the `floor`): one asyncio loop, a bare `Popen` the moment the dependencies
+are ready, a connect every millisecond as the ready check, and nothing else
+(no state machine, no logs, no restart policy, no API). On two cores the
+children's own start-up keeps the CPUs busy, and every hop of the chain waits
+for the scheduler: the floor shows how much of the overhead any Python
+launcher pays on the machine at hand. The two alternate run by run.
 
-It runs with the default probe interval (0.1 s) and with 10 ms, which shows
-how much of the overhead is the probe's polling.
+Along the chain that actually finished last, each hop splits into:
+
+- react: the last dependency's ready -> this service's spawn begins;
+- spawn: the spawn call itself (fork and exec; the launcher's loop waits);
+- probe: the child listens -> the launcher sees it ready.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
-import statistics
+import socket
+import subprocess
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from observe import CHILD_PYTHON, summarize, wait_ports_closed
@@ -35,6 +45,7 @@ from overture.graph import Graph
 from overture.lifecycle import ServiceState, Transition
 from overture.observe.output import LogLine
 from overture.orchestrator import Orchestrator
+from overture.runners import process
 
 SEED = 20240601
 BASE_PORT = 21000
@@ -45,6 +56,7 @@ CHILD = (
     "print('listening',time.monotonic(),flush=True);"
     "any(s.accept()[0].close() for _ in iter(int,1))"
 )
+TOOLS = ("overture", "floor")
 
 
 def random_dag(size: int) -> tuple[dict[str, list[str]], dict[str, float]]:
@@ -58,93 +70,217 @@ def random_dag(size: int) -> tuple[dict[str, list[str]], dict[str, float]]:
     return deps, delays
 
 
-def project(root: Path, size: int, interval: str | None) -> Project:
+def child_argv(index: int, delay: float) -> list[str]:
+    return [CHILD_PYTHON, "-c", CHILD, str(BASE_PORT + index), f"{delay:.3f}"]
+
+
+@dataclass
+class Timeline:
+    """When each service was asked for, spawned, listened and seen ready."""
+
+    began: float = 0.0
+    spawn_began: dict[str, float] = field(default_factory=dict)
+    spawned: dict[str, float] = field(default_factory=dict)
+    listening: dict[str, float] = field(default_factory=dict)
+    ready: dict[str, float] = field(default_factory=dict)
+
+
+# Overture
+
+
+def project(root: Path, size: int) -> Project:
     deps, delays = random_dag(size)
-    services = {}
-    for i, name in enumerate(deps):
-        port = BASE_PORT + i
-        ready: dict[str, object] = {"tcp": port}
-        if interval:
-            ready["interval"] = interval
-        services[name] = {
-            "command": [CHILD_PYTHON, "-c", CHILD, str(port), f"{delays[name]:.3f}"],
+    services = {
+        name: {
+            "command": child_argv(i, delays[name]),
             "depends_on": {d: "healthy" for d in deps[name]},
-            "ready": ready,
+            "ready": {"tcp": BASE_PORT + i},
         }
+        for i, name in enumerate(deps)
+    }
     return Project.model_validate({"services": services, "root": root})
 
 
-def critical_path(graph: Graph, own: dict[str, float]) -> list[str]:
-    """The chain of dependencies with the largest sum of own readiness."""
-    best: dict[str, tuple[float, list[str]]] = {}
-    for name in graph.order(graph.names):
-        deps = [best[d] for d in graph.dependencies(name)]
-        length, path = max(deps, key=lambda x: x[0]) if deps else (0.0, [])
-        best[name] = (length + own[name], [*path, name])
-    return max(best.values(), key=lambda x: x[0])[1]
+class _TimedPopen(subprocess.Popen[bytes]):
+    """Notes when the runner's spawn call began, by the service marker."""
+
+    began: dict[str, float] = {}
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        began = time.monotonic()
+        super().__init__(*args, **kwargs)  # type: ignore[call-overload]
+        env = kwargs["env"]
+        assert isinstance(env, dict)
+        self.began[env[process.MARKER]] = began
 
 
-async def run_once(size: int, interval: str | None) -> dict[str, float]:
+async def run_overture(size: int) -> Timeline:
+    timeline = Timeline()
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
-        proj = project(Path(tmp), size, interval)
+        proj = project(Path(tmp), size)
         graph = Graph.from_project(proj)
         orchestrator = Orchestrator(proj, graph)
-        listening: dict[str, float] = {}
-        ready_at: dict[str, float] = {}
 
         def on_line(record: LogLine) -> None:
             if record.line.startswith("listening "):
-                listening[record.service] = float(record.line.split()[1])
+                timeline.listening[record.service] = float(record.line.split()[1])
 
         def on_event(t: Transition) -> None:
             if t.target is ServiceState.READY:
-                ready_at[t.service] = t.monotonic
+                timeline.ready[t.service] = t.monotonic
 
         orchestrator.outputs.listeners.append(on_line)
         orchestrator.bus.subscribe(on_event)
-        began = time.monotonic()
-        failed = await orchestrator.up(graph.names)
-        took = max(ready_at.values()) - began
-        spawned = {n: r.runner.started_at for n, r in orchestrator.runtimes.items()}
+        _TimedPopen.began = timeline.spawn_began
+        plain, process.subprocess.Popen = process.subprocess.Popen, _TimedPopen  # type: ignore[misc]
+        try:
+            timeline.began = time.monotonic()
+            failed = await orchestrator.up(graph.names)
+        finally:
+            process.subprocess.Popen = plain  # type: ignore[misc]
+        for name, runtime in orchestrator.runtimes.items():
+            assert runtime.runner is not None
+            timeline.spawned[name] = runtime.runner.started_at
         await orchestrator.down()
-        orchestrator.outputs.close()
+        orchestrator.close()
     if failed:
         raise RuntimeError(f"{len(failed)} services failed: {failed[:3]}")
+    return timeline
 
-    own = {n: listening[n] - spawned[n] for n in graph.names}
-    path = critical_path(graph, own)
+
+# The floor
+
+
+async def run_floor(size: int) -> Timeline:
+    """The same DAG under the least a Python launcher can do."""
+    deps, delays = random_dag(size)
+    timeline = Timeline()
+    ready = {name: asyncio.Event() for name in deps}
+    stamped = asyncio.Event()
+    children: list[subprocess.Popen[bytes]] = []
+    loop = asyncio.get_running_loop()
+
+    def read_stamp(name: str, pipe: int, pending: list[bytes]) -> None:
+        chunk = os.read(pipe, 256)
+        pending.append(chunk)
+        text = b"".join(pending)
+        if text.endswith(b"\n") or not chunk:
+            loop.remove_reader(pipe)
+            if text.startswith(b"listening "):
+                timeline.listening[name] = float(text.split()[1])
+            if len(timeline.listening) == size:
+                stamped.set()
+
+    async def start(index: int, name: str) -> None:
+        for dep in deps[name]:
+            await ready[dep].wait()
+        timeline.spawn_began[name] = time.monotonic()
+        child = subprocess.Popen(
+            child_argv(index, delays[name]),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+            bufsize=0,
+        )
+        timeline.spawned[name] = time.monotonic()
+        children.append(child)
+        assert child.stdout is not None
+        loop.add_reader(
+            child.stdout.fileno(), read_stamp, name, child.stdout.fileno(), []
+        )
+        while not await _accepts(BASE_PORT + index):  # noqa: ASYNC110 - the floor polls
+            await asyncio.sleep(0.001)
+        timeline.ready[name] = time.monotonic()
+        ready[name].set()
+
+    timeline.began = time.monotonic()
+    try:
+        await asyncio.gather(*(start(i, name) for i, name in enumerate(deps)))
+        async with asyncio.timeout(10):  # the last stamps may lag the connect
+            await stamped.wait()
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+            assert child.stdout is not None
+            child.stdout.close()
+    return timeline
+
+
+async def _accepts(port: int) -> bool:
+    sock = socket.socket()
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+# Analysis
+
+
+def analyze(size: int, timeline: Timeline) -> dict[str, float]:
+    deps, _ = random_dag(size)
+    t = timeline
+    own = {n: t.listening[n] - t.spawned[n] for n in deps}
+    path = _critical_path(deps, own)
+    took = max(t.ready.values()) - t.began
     length = sum(own[n] for n in path)
-    spawn_lag, probe_lag = [], []
-    for name in path:
-        after = [ready_at[d] for d in graph.dependencies(name)]
-        spawn_lag.append(spawned[name] - (max(after) if after else began))
-        probe_lag.append(ready_at[name] - listening[name])
+
+    # The chain that finished last: from the last ready service back through
+    # the dependency whose readiness let it start.
+    chain: list[str] = []
+    name: str | None = max(t.ready, key=t.ready.__getitem__)
+    while name is not None:
+        chain.append(name)
+        name = max(deps[name], key=t.ready.__getitem__) if deps[name] else None
+    hops = {"react": 0.0, "spawn": 0.0, "probe": 0.0}
+    for name in chain:
+        after = max((t.ready[d] for d in deps[name]), default=t.began)
+        hops["react"] += t.spawn_began[name] - after
+        hops["spawn"] += t.spawned[name] - t.spawn_began[name]
+        hops["probe"] += t.ready[name] - t.listening[name]
     return {
         "took": took * 1000,
         "critical": length * 1000,
         "services on path": len(path),
         "overhead/service": (took - length) / len(path) * 1000,
-        "spawn lag": statistics.median(spawn_lag) * 1000,
-        "probe lag": statistics.median(probe_lag) * 1000,
+        **{f"{k} per hop": v / len(chain) * 1000 for k, v in hops.items()},
     }
 
 
+def _critical_path(deps: dict[str, list[str]], own: dict[str, float]) -> list[str]:
+    """The chain of dependencies with the largest sum of own readiness."""
+    best: dict[str, tuple[float, list[str]]] = {}
+    for name, before_names in deps.items():  # dependencies come first here
+        before = [best[d] for d in before_names]
+        length, path = max(before, key=lambda x: x[0]) if before else (0.0, [])
+        best[name] = (length + own[name], [*path, name])
+    return max(best.values(), key=lambda x: x[0])[1]
+
+
 async def measure(size: int, runs: int) -> dict[str, dict[str, list[float]]]:
-    results: dict[str, dict[str, list[float]]] = {}
+    """Overture and the floor, alternating, `runs` times each."""
+    results: dict[str, dict[str, list[float]]] = {tool: {} for tool in TOOLS}
     ports = range(BASE_PORT, BASE_PORT + size)
-    for label, interval in (("default interval", None), ("interval 10ms", "10ms")):
-        results[label] = {}
-        for _ in range(runs):
+    for run in range(runs):
+        order = TOOLS if run % 2 == 0 else TOOLS[::-1]
+        for tool in order:
             wait_ports_closed(ports)
-            for key, value in (await run_once(size, interval)).items():
-                results[label].setdefault(key, []).append(value)
+            runner = run_overture if tool == "overture" else run_floor
+            figures = analyze(size, await runner(size))
+            for key, value in figures.items():
+                results[tool].setdefault(key, []).append(value)
     return results
 
 
 def describe(results: dict[str, dict[str, list[float]]]) -> str:
     lines = []
-    for label, figures in results.items():
-        lines.append(f"{label}: median [min-max] over {len(figures['took'])} runs")
+    for tool, figures in results.items():
+        lines.append(f"{tool}: median [min-max] over {len(figures['took'])} runs")
         for key, values in figures.items():
             s = summarize(values)
             assert s is not None
@@ -152,6 +288,10 @@ def describe(results: dict[str, dict[str, list[float]]]) -> str:
             lines.append(
                 f"  {key:<18}{s.median:>8.1f} [{s.low:.1f}-{s.high:.1f}]{unit}"
             )
+    ours = summarize(results["overture"]["took"])
+    floor = summarize(results["floor"]["took"])
+    if ours and floor:
+        lines.append(f"all ready, overture / floor: {ours.median / floor.median:.2f}x")
     return "\n".join(lines)
 
 

@@ -85,7 +85,7 @@ def test_stdout_and_stderr_lines_and_exit_code(token: str) -> None:
     async def scenario() -> tuple[int, list[tuple[str, str]]]:
         lines = Lines()
         child = runner(talker(3), token, lines)
-        await child.start()
+        child.start()
         code = await child.exited
         await child.output_closed(timeout=5)
         return code, lines.lines
@@ -105,7 +105,7 @@ def test_child_gets_its_own_session_and_the_marker(token: str) -> None:
     async def scenario() -> tuple[int, int, int, dict[str, str]]:
         lines = Lines()
         child = runner(long_running(), token, lines, name="web")
-        pid = await child.start()
+        pid = child.start()
         await lines.wait_for("ready")
         info = (pid, os.getsid(pid), os.getpgid(pid), psutil.Process(pid).environ())
         await child.stop(signal.SIGTERM, timeout=10)
@@ -124,7 +124,7 @@ def test_killed_child_reports_negative_signal(token: str) -> None:
     async def scenario() -> int:
         lines = Lines()
         child = runner(long_running(), token, lines)
-        pid = await child.start()
+        pid = child.start()
         await lines.wait_for("ready")
         os.kill(pid, signal.SIGKILL)
         code = await child.exited
@@ -139,7 +139,7 @@ def test_missing_program_raises_oserror(token: str) -> None:
 
     async def scenario() -> None:
         child = runner(["/nonexistent/overture-test"], token, Lines())
-        await child.start()
+        child.start()
 
     with pytest.raises(FileNotFoundError):
         run(scenario())
@@ -154,7 +154,7 @@ def test_stop_by_signal(token: str) -> None:
     async def scenario() -> tuple[int | None, bool, bool]:
         lines = Lines()
         child = runner(long_running(), token, lines)
-        await child.start()
+        child.start()
         await lines.wait_for("ready")
         outcome = await child.stop(signal.SIGTERM, timeout=10)
         await child.output_closed(timeout=5)
@@ -186,7 +186,7 @@ def test_stop_command_runs_before_the_signal(token: str) -> None:
             token,
             lines,
         )
-        pid = await child.start()
+        pid = child.start()
         await lines.wait_for("ready")
         outcome = await child.stop(
             signal.SIGTERM, timeout=10, command=send_signal(pid, signal.SIGUSR1)
@@ -203,7 +203,7 @@ def test_stop_command_that_does_not_stop_is_followed_by_the_signal(token: str) -
     async def scenario() -> tuple[int | None, bool]:
         lines = Lines()
         child = runner(exits_on(signal.SIGTERM, 7), token, lines)
-        await child.start()
+        child.start()
         await lines.wait_for("ready")
         outcome = await child.stop(
             signal.SIGTERM, timeout=10, command=script("print('no-op')")
@@ -222,7 +222,7 @@ def test_sigkill_after_the_grace_period(
     async def scenario() -> tuple[int, int | None, bool, float, bool]:
         lines = Lines()
         child = runner(ignores_sigterm(), token, lines, name="stubborn")
-        pid = await child.start()
+        pid = child.start()
         await lines.wait_for("ready")
         outcome = await child.stop(signal.SIGTERM, timeout=0.5)
         await child.output_closed(timeout=5)
@@ -248,7 +248,7 @@ def test_stop_of_an_exited_child_is_immediate(token: str) -> None:
 
     async def scenario() -> tuple[int | None, bool]:
         child = runner(talker(4), token, Lines())
-        await child.start()
+        child.start()
         await child.exited
         outcome = await child.stop(signal.SIGTERM, timeout=10)
         await child.output_closed(timeout=5)
@@ -275,7 +275,7 @@ def test_kill_during_a_stop_ends_it_at_once(token: str) -> None:
     async def scenario() -> tuple[int | None, bool, float]:
         lines = Lines()
         child = runner(ignores_sigterm(), token, lines)
-        await child.start()
+        child.start()
         await lines.wait_for("ready")
         stopping = asyncio.create_task(child.stop(signal.SIGTERM, timeout=60))
         await lines.wait_for("ignored SIGTERM")
@@ -311,7 +311,7 @@ def test_stop_takes_the_whole_group(token: str) -> None:
             token,
             lines,
         )
-        await child.start()
+        child.start()
         line = await lines.wait_for("ready grandchild=")
         await child.stop(signal.SIGTERM, timeout=10)
         await child.output_closed(timeout=5)
@@ -329,7 +329,7 @@ def test_double_forked_daemon_is_adopted_and_killed(
     async def scenario() -> tuple[int, int, bool]:
         lines = Lines()
         child = runner(double_forker(tmp_path / "daemon.pid"), token, lines)
-        pid = await child.start()
+        pid = child.start()
         await lines.wait_for("ready")
         daemon = int((tmp_path / "daemon.pid").read_text())
         outside = os.getpgid(daemon) != pid
@@ -352,7 +352,7 @@ def test_kill_orphans_takes_only_the_named_service(
     async def scenario() -> tuple[list[int], list[int], int, bool]:
         lines = Lines()
         child = runner(double_forker(tmp_path / "daemon.pid"), token, lines, "one")
-        leader = await child.start()
+        leader = child.start()
         await lines.wait_for("ready")
         daemon = int((tmp_path / "daemon.pid").read_text())
         other = kill_orphans("two")
@@ -367,3 +367,17 @@ def test_kill_orphans_takes_only_the_named_service(
     assert killed == [daemon]
     assert leader_alive
     assert gone(daemon)
+
+
+def test_stop_right_after_start_finds_the_child(token: str) -> None:
+    """A stop before the loop turns once still signals and reaps the child."""
+
+    async def scenario() -> tuple[int | None, bool]:
+        child = runner(long_running(), token, Lines())
+        pid = child.start()
+        outcome = await child.stop(signal.SIGTERM, timeout=10)
+        return outcome.returncode, gone(pid)
+
+    returncode, exited = run(scenario())
+    assert returncode == -signal.SIGTERM
+    assert exited

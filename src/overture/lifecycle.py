@@ -127,7 +127,7 @@ class _Lifecycle(StateMachine):
 class Lifecycle:
     """The state machine of one service, and the listener its events go to."""
 
-    __slots__ = ("_last", "_listener", "_machine", "service")
+    __slots__ = ("_last", "_listener", "_machine", "_state", "service")
 
     def __init__(
         self, service: str, listener: Callable[[Transition], None] | None = None
@@ -135,11 +135,13 @@ class Lifecycle:
         self.service = service
         self._listener = listener
         self._machine = _Lifecycle()
+        self._state = ServiceState(self._machine.current_state_value)
+        """The machine's state, read once per transition: asked for often."""
         self._last: Transition | None = None
 
     @property
     def state(self) -> ServiceState:
-        return ServiceState(self._machine.current_state_value)
+        return self._state
 
     @property
     def last(self) -> Transition | None:
@@ -151,16 +153,17 @@ class Lifecycle:
 
     def send(self, event: str, reason: str, **details: Any) -> Transition:
         """Apply `event`; raise `IllegalTransition` if the state refuses it."""
-        source = self.state
+        source = self._state
         try:
             self._machine.send(event)
         except TransitionNotAllowed:
             raise IllegalTransition(self.service, event, source) from None
+        self._state = ServiceState(self._machine.current_state_value)
         record = Transition(
             service=self.service,
             event=event,
             source=source,
-            target=self.state,
+            target=self._state,
             reason=reason,
             details=details,
         )

@@ -29,6 +29,7 @@ from overture.lifecycle import (
 )
 from overture.observe.events import EventBus
 from overture.observe.output import OutputStore
+from overture.probes.listening import ListenWatch
 from overture.runtime import ServiceRuntime
 
 log = logging.getLogger("overture.orchestrator")
@@ -77,6 +78,7 @@ class Orchestrator:
         """How many services are starting now (their ready probes poll)."""
         self._environ = dict(os.environ)
         """The environment services inherit, copied once per `up`."""
+        self.listening = ListenWatch()
 
     def runtime(self, name: str) -> ServiceRuntime:
         runtime = self.runtimes.get(name)
@@ -91,6 +93,7 @@ class Orchestrator:
             runtime.on_spawned = self._on_spawned
             runtime.project_environ = self._environ
             runtime.ready_pace = self._ready_pace
+            runtime.listening = self.listening
             self.runtimes[name] = runtime
         return runtime
 
@@ -107,6 +110,9 @@ class Orchestrator:
         # for the watchdog after the orchestrator exists.
         self._environ.clear()
         self._environ.update(inherited_environment())
+        # Each service is evaluated as soon as it exists: the first spawns
+        # overlap the set-up of the rest (a state machine each, 0.3 ms).
+        # Dependencies come first in the order, so they are evaluated first.
         for name in order:
             runtime = self.runtime(name)
             self.active.add(name)
@@ -115,10 +121,8 @@ class Orchestrator:
                 runtime.cancel_retry()
                 runtime.budget.reset()
                 runtime.send("start", "requested")
-        wait = self._wait_for(order, _settled)
-        for name in order:
             self._evaluate_start(name)
-        await wait
+        await self._wait_for(order, _settled)
         return [n for n in order if self.runtimes[n].state in (S.FAILED, S.BLOCKED)]
 
     def _evaluate_start(self, name: str) -> None:
@@ -204,6 +208,7 @@ class Orchestrator:
     def close(self) -> None:
         """Close the service log files (after a down)."""
         self.outputs.close()
+        self.listening.close()
 
     def kill_all(self) -> None:
         """SIGKILL every process group now; stop sequences see the exits."""

@@ -28,8 +28,13 @@ from overture.runners.process import ProcessRunner, StopOutcome
 
 if TYPE_CHECKING:
     from overture.presets.base import Preset
+    from overture.probes.listening import ListenWatch
 
 log = logging.getLogger("overture.runtime")
+
+NOTIFIED_POLL = 0.05
+"""A ready probe that is woken when its answer may change polls this slowly,
+in case the notice never comes (a listener in another network namespace)."""
 
 S = ServiceState
 
@@ -86,6 +91,8 @@ class ServiceRuntime:
         self.on_spawned: Callable[[str], None] | None = None
         self.ready_pace: Callable[[], float] = lambda: 0.005
         """The ready probe's polling interval when the config sets none."""
+        self.listening: ListenWatch | None = None
+        """Shared by the ready probes: wakes a tcp probe when its port listens."""
         self._stop_spec = spec.stop
         self._preset: Preset | None = None
 
@@ -106,15 +113,27 @@ class ServiceRuntime:
         """All dependencies met: go to starting and run the start sequence."""
         self.spawned = False
         self.lifecycle.send("deps_met", reason)
+        began = time.monotonic()
+
+        # A plain command is spawned now, not on the task's first turn:
+        # launches that come together spawn back to back, and nothing else
+        # the loop has to do sits between a dependency's ready and this spawn.
+        failed: OSError | None = None
+        if self.spec.preset is None and self.spec.runner != "external":
+            try:
+                self._spawn(self.spec.argv(), self._environment())
+            except OSError as exc:
+                failed = exc
         self._task = asyncio.create_task(
-            self._start_sequence(), name=f"start {self.name}"
+            self._start_sequence(began, failed), name=f"start {self.name}"
         )
 
-    async def _start_sequence(self) -> None:
-        began = time.monotonic()
+    async def _start_sequence(self, began: float, failed: OSError | None) -> None:
         try:
             async with asyncio.timeout(self.spec.startup_timeout):
-                await self._prepare_and_spawn()
+                if failed is not None:
+                    raise failed
+                await self._prepare_and_wait()
                 if self._preset is not None and self.spec.runner != "external":
                     await self._preset.after_ready()
         except TimeoutError:
@@ -146,11 +165,9 @@ class ServiceRuntime:
             return self.spec.ready
         return self._preset.probe() if self._preset is not None else None
 
-    async def _prepare_and_spawn(self) -> None:
+    async def _prepare_and_wait(self) -> None:
+        """Set up and spawn a preset's server if there is one; wait until ready."""
         spec = self.spec
-        argv = spec.argv()
-        env = self._environment()
-        user, cwd = spec.user, self._cwd()
         if spec.preset is not None:
             from overture.presets import load_preset
 
@@ -159,30 +176,19 @@ class ServiceRuntime:
                 return await self._watch_external()
             await self._preset.prepare()
             launch = self._preset.launch()
-            argv = argv or launch.argv
-            env = {**env, **launch.env}
-            user = user or launch.user
-            if spec.cwd is None and launch.cwd is not None:
-                cwd = launch.cwd
+            env = {**self._environment(), **launch.env}
+            cwd = launch.cwd if spec.cwd is None else None
             if "stop" not in spec.model_fields_set:
                 self._stop_spec = launch.stop
-        # The ready checker listens before the spawn: a log probe must not
-        # miss a line printed at once.
+            self._spawn(spec.argv() or launch.argv, env, spec.user or launch.user, cwd)
+
+        # No await since the spawn: no output has been read yet, so a log
+        # probe built now still sees the first line.
         probe = self._ready_probe()
         wake = asyncio.Event()
-        checker = build_checker(probe, self._probe_context(wake.set)) if probe else None
+        context = self._probe_context(wake.set, ready=True)
+        checker = build_checker(probe, context) if probe else None
         try:
-            if spec.runner != "external":
-                self.runner = ProcessRunner(
-                    self.name,
-                    argv,
-                    env=env,
-                    cwd=cwd,
-                    user=user,
-                    on_line=self.output.write,
-                )
-                await self.runner.start()
-                self.runner.exited.add_done_callback(self._on_exit)
             self.spawned = True
             if self.on_spawned is not None:
                 self.on_spawned(self.name)
@@ -192,12 +198,33 @@ class ServiceRuntime:
             if checker is not None:
                 await checker.close()
 
+    def _spawn(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        user: str | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        """Start the process (unless the service is external); raise OSError."""
+        if self.spec.runner == "external":
+            return
+        self.runner = ProcessRunner(
+            self.name,
+            argv,
+            env=env,
+            cwd=cwd or self._cwd(),
+            user=user or self.spec.user,
+            on_line=self.output.write,
+        )
+        self.runner.start()
+        self.runner.exited.add_done_callback(self._on_exit)
+
     async def _watch_external(self) -> None:
         """An external service with a preset: only the preset's native probe."""
         probe = self._ready_probe()
         assert probe is not None
         wake = asyncio.Event()
-        checker = build_checker(probe, self._probe_context(wake.set))
+        checker = build_checker(probe, self._probe_context(wake.set, ready=True))
         self.spawned = True
         if self.on_spawned is not None:
             self.on_spawned(self.name)
@@ -231,7 +258,9 @@ class ServiceRuntime:
         # Poll quickly at first (most services are ready within tens of
         # milliseconds), then at the probe's interval if the config sets one,
         # else at the orchestrator's pace: often while few services start,
-        # less often while hundreds compete for the same cores.
+        # less often while hundreds compete for the same cores. A checker
+        # that is woken when its answer may change (a log line, a port that
+        # listens) only needs a slow poll behind the notice.
         delay, passes = 0.001, 0
         while True:
             self.last_probe = await checker.check()
@@ -240,6 +269,8 @@ class ServiceRuntime:
                 return
             if "interval" in probe.model_fields_set:
                 ceiling = probe.interval
+            elif checker.notified:
+                ceiling = max(self.ready_pace(), NOTIFIED_POLL)
             else:
                 ceiling = self.ready_pace()
             delay = min(delay * 2, ceiling)
@@ -248,7 +279,9 @@ class ServiceRuntime:
                     await wake.wait()
             wake.clear()
 
-    def _probe_context(self, wake: Callable[[], None]) -> ProbeContext:
+    def _probe_context(
+        self, wake: Callable[[], None], ready: bool = False
+    ) -> ProbeContext:
         def subscribe(callback: Callable[[str], None]) -> None:
             def on_line(record: LogLine) -> None:
                 callback(record.line)
@@ -261,6 +294,7 @@ class ServiceRuntime:
             env=dict(self.spec.env),
             subscribe_lines=subscribe,
             wake=wake,
+            listening=self.listening if ready else None,
         )
 
     def _fail_start(self, reason: str) -> None:

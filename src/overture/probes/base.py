@@ -15,8 +15,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from overture.config.model import Probe
+
+if TYPE_CHECKING:
+    from overture.probes.listening import ListenWatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,8 @@ class ProbeContext:
     """Registers a callback for each output line of the service (log probes)."""
     wake: Callable[[], None] | None = None
     """Asks the scheduler to check again now (a log line just matched)."""
+    listening: ListenWatch | None = None
+    """Given to ready probes: wakes a tcp probe when its port listens."""
 
 
 class Checker(abc.ABC):
@@ -46,6 +52,14 @@ class Checker(abc.ABC):
     def __init__(self, probe: Probe, context: ProbeContext) -> None:
         self.probe = probe
         self.context = context
+
+    @property
+    def notified(self) -> bool:
+        """True while a change of the answer will wake the scheduler.
+
+        The scheduler then only polls as a fallback, and may poll slowly.
+        """
+        return False
 
     @abc.abstractmethod
     async def check(self) -> ProbeResult:

@@ -20,6 +20,12 @@ class LogChecker(Checker):
         if context.subscribe_lines is not None:
             context.subscribe_lines(self._feed)
 
+    @property
+    def notified(self) -> bool:
+        return (
+            self.context.wake is not None and self.context.subscribe_lines is not None
+        )
+
     def _feed(self, line: str) -> None:
         if self.matched is None and self.pattern.search(line):
             self.matched = line

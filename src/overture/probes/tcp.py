@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 import time
+from collections.abc import Callable
 
 from overture.config.model import Probe
 from overture.probes.base import Checker, ProbeContext, ProbeResult
@@ -25,6 +27,26 @@ class TcpChecker(Checker):
         super().__init__(probe, context)
         assert probe.tcp is not None
         self.host, self.port = split_address(probe.tcp)
+        self._unwatch: Callable[[], None] | None = None
+        watch, wake = context.listening, context.wake
+        if watch is not None and wake is not None and _is_local(self.host):
+            self._unwatch = watch.watch(self.port, self._woken)
+
+    @property
+    def notified(self) -> bool:
+        return self._unwatch is not None
+
+    def _woken(self) -> None:
+        # Once: if the connect still fails (the port listens on another
+        # address), the scheduler's polling takes over.
+        self._unwatch = None
+        assert self.context.wake is not None
+        self.context.wake()
+
+    async def close(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
 
     async def check(self) -> ProbeResult:
         began = time.monotonic()
@@ -44,6 +66,17 @@ class TcpChecker(Checker):
         finally:
             sock.close()
         return ProbeResult(True, "connected", time.monotonic() - began)
+
+
+def _is_local(host: str) -> bool:
+    """Whether a listener for `host` would be seen by this machine's kernel."""
+    if host == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 def _describe(exc: BaseException, where: str) -> str:

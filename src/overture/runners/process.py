@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import functools
 import logging
 import os
 import pwd
@@ -22,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 log = logging.getLogger("overture.runner")
 
@@ -98,21 +98,45 @@ class StopOutcome:
     elapsed: float
 
 
-class _LineReader(asyncio.Protocol):
-    """Splits a pipe into lines; a last line without newline is kept too."""
+class _LineReader:
+    """Reads one pipe on the loop and splits it into lines.
 
-    def __init__(self, stream: str, sink: LineSink, closed: asyncio.Future[None]):
+    A plain reader callback, not a transport: it is registered at once, so
+    the child's output is watched from the moment it is spawned. A last line
+    without a newline is kept too.
+    """
+
+    def __init__(
+        self, pipe: IO[bytes], stream: str, sink: LineSink, closed: asyncio.Future[None]
+    ) -> None:
+        self._pipe = pipe
         self._stream = stream
         self._sink = sink
         self._closed = closed
         self._pending = b""
+        os.set_blocking(pipe.fileno(), False)
+        closed.get_loop().add_reader(pipe.fileno(), self._read)
 
-    def data_received(self, data: bytes) -> None:
+    def _read(self) -> None:
+        try:
+            data = os.read(self._pipe.fileno(), 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()
+            return
         *lines, self._pending = (self._pending + data).split(b"\n")
         for line in lines:
             self._sink(self._stream, line.decode(errors="replace").rstrip("\r"))
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def close(self) -> None:
+        """Stop reading (at end of file, or when the exit is reported)."""
+        if self._pipe.closed:
+            return
+        self._closed.get_loop().remove_reader(self._pipe.fileno())
+        self._pipe.close()
         if self._pending:
             self._sink(self._stream, self._pending.decode(errors="replace"))
             self._pending = b""
@@ -143,7 +167,7 @@ class ProcessRunner:
         self.started_at = 0.0
         self._exited: asyncio.Future[int] | None = None
         self._output_closed: list[asyncio.Future[None]] = []
-        self._transports: list[asyncio.BaseTransport] = []
+        self._readers: list[_LineReader] = []
         self._finishing: asyncio.Task[None] | None = None
 
     @property
@@ -156,8 +180,13 @@ class ProcessRunner:
         assert self._exited is not None, "not started"
         return self._exited
 
-    async def start(self) -> int:
-        """Spawn the child; raise OSError (with the reason) if it cannot run."""
+    def start(self) -> int:
+        """Spawn the child and watch it; raise OSError (with the reason) if it
+        cannot run.
+
+        Synchronous: once it returns, the output and the exit are watched, so
+        a stop that comes before the loop turns again still finds the child.
+        """
         loop = asyncio.get_running_loop()
         # As another user: its own group and no supplementary groups, not root's.
         group = pwd.getpwnam(self.user).pw_gid if self.user else None
@@ -178,17 +207,16 @@ class ProcessRunner:
         self.started_at = time.monotonic()
         self._exited = loop.create_future()
 
-        # Output first, then the exit: the pidfd stays readable once the child
-        # is gone, so an exit before the pipes are connected is still seen.
+        # The exit is reported once both pipes reached end of file (or after
+        # a short bound), so a crash's last lines come before its exit.
         for stream, pipe in (
             ("stdout", self.process.stdout),
             ("stderr", self.process.stderr),
         ):
+            assert pipe is not None
             closed: asyncio.Future[None] = loop.create_future()
             self._output_closed.append(closed)
-            reader = functools.partial(_LineReader, stream, self.on_line, closed)
-            transport, _ = await loop.connect_read_pipe(reader, pipe)
-            self._transports.append(transport)
+            self._readers.append(_LineReader(pipe, stream, self.on_line, closed))
         pidfd = os.pidfd_open(self.process.pid)
         loop.add_reader(pidfd, self._on_exit, pidfd)
         return self.process.pid
@@ -210,8 +238,8 @@ class ProcessRunner:
     async def _report_exit(self, returncode: int) -> None:
         assert self._exited is not None
         await self.output_closed(0.5)
-        for transport in self._transports:
-            transport.close()
+        for reader in self._readers:
+            reader.close()
         if not self._exited.done():
             self._exited.set_result(returncode)
 
