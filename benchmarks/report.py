@@ -232,6 +232,12 @@ def goals(samples: Sequence[Any], extra: dict[str, float | None]) -> str:
             lambda v: v < 5,
             "{:.1f} ms",
         ),
+        (
+            "DAG all ready: within 1.2x of a minimal launcher (the floor)",
+            extra.get("dag_vs_floor"),
+            lambda v: v <= 1.2,
+            "{:.2f}x",
+        ),
     ]
     rows = ["| goal | figure | verdict |", "|---|---:|---|"]
     for goal, value, passes, shown in checks:

@@ -618,10 +618,15 @@ def stopped_by_its_command(tmp_path: Path) -> dict[str, Any]:
         """,
         port,
     )
+    # Synchronous, as a stop command should be: it returns once the service
+    # has exited (a zombie until Overture reaps it).
     stopper = script(
         f"""
-        import os, signal
-        os.kill(int(open({str(pidfile)!r}).read()), signal.SIGUSR1)
+        import os, signal, select
+        pid = int(open({str(pidfile)!r}).read())
+        pidfd = os.pidfd_open(pid)
+        os.kill(pid, signal.SIGUSR1)
+        select.select([pidfd], [], [])
         """
     )
     return service(command, ready=port, stop={"command": stopper})

@@ -30,6 +30,10 @@ class DaemonError(OvertureError):
         self.exit_code = 2 if status in _USAGE_STATUSES else 1
 
 
+class ConnectionLostError(DaemonError):
+    """The daemon closed the connection before it answered (it may be exiting)."""
+
+
 class Event(NamedTuple):
     """One server-sent event."""
 
@@ -120,7 +124,9 @@ class Client:
             ) from None
         except (ConnectionError, http.client.HTTPException) as exc:
             connection.close()
-            raise DaemonError(f"the daemon closed the connection: {exc}") from None
+            raise ConnectionLostError(
+                f"the daemon closed the connection: {exc}"
+            ) from None
         if response.status >= 400:
             raise DaemonError(_error_message(response), response.status)
         return response

@@ -20,7 +20,12 @@ from types import FrameType
 from typing import Any, TextIO
 
 from overture.control import render
-from overture.control.client import Client, DaemonError, path_of
+from overture.control.client import (
+    Client,
+    ConnectionLostError,
+    DaemonError,
+    path_of,
+)
 from overture.control.paths import DaemonPaths, find_root
 from overture.errors import NotRunningError
 
@@ -81,8 +86,8 @@ def _watch(client: Client, out: TextIO) -> int:
     while True:
         try:
             health, services = client.get("/healthz"), client.get("/services")
-        except NotRunningError:
-            break
+        except (NotRunningError, ConnectionLostError):
+            break  # gone, or going: a `down` ends the watch
         title = (
             f"overture: daemon pid {health['pid']}, {render.duration(health['uptime'])}"
         )

@@ -249,6 +249,19 @@ class ProcessRunner:
             async with asyncio.timeout(timeout):
                 await asyncio.gather(*self._output_closed)
 
+    def _has_exited(self) -> bool:
+        """Whether the child is a zombie (or reaped), without reaping it."""
+        assert self.process is not None
+        if self.process.returncode is not None:
+            return True
+        try:
+            waited = os.waitid(
+                os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT
+            )
+        except ChildProcessError:
+            return True
+        return waited is not None
+
     def signal_group(self, sig: signal.Signals) -> bool:
         """Send `sig` to the whole process group; False if it is already gone."""
         if self.process is None:
@@ -272,7 +285,13 @@ class ProcessRunner:
             await self._run_stop_command(command, timeout)
 
         # Phase 2: the configured signal to the group, and the grace period.
-        signalled = not self._exited.done() and self.signal_group(sig)
+        # Not if it has exited already (the stop command did its job) and the
+        # exit is still on its way to us.
+        signalled = (
+            not self._exited.done()
+            and not self._has_exited()
+            and self.signal_group(sig)
+        )
         remaining = max(0.0, timeout - (time.monotonic() - began))
         forced = False
         try:
