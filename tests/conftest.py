@@ -1,4 +1,4 @@
-"""Fixtures shared by the tests of the real servers."""
+"""Fixtures shared by the tests: tagged children, real servers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from helpers import children_tagged
 from servers import Servers, reachable_dir
+
+
+@pytest.fixture
+def token(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every process the test starts is tagged; none may outlive the test."""
+    with children_tagged(monkeypatch) as token:
+        yield token
 
 
 @pytest.fixture

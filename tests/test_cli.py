@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,7 +23,6 @@ import psutil
 import pytest
 
 from helpers import (
-    children_tagged,
     double_forker,
     exits_on,
     free_port,
@@ -36,12 +35,7 @@ from helpers import (
 )
 from overture.runners.process import MARKER
 
-
-@pytest.fixture(autouse=True)
-def token(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Every test's processes are tagged, and none may outlive the test."""
-    with children_tagged(monkeypatch) as token:
-        yield token
+pytestmark = pytest.mark.usefixtures("token")
 
 
 # A config file from Python values.

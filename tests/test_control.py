@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import children_tagged, long_running
+from helpers import long_running
 
 STACK: dict[str, Any] = {
     "db": {"command": long_running("db ready"), "ready": {"log": "ready"}},
@@ -99,13 +98,6 @@ def project(tmp_path: Path, services: dict[str, Any]) -> Iterator[Project]:
         yield with_daemon
     finally:
         with_daemon.stop_daemon()
-
-
-@pytest.fixture
-def token(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Every process the test starts is tagged; none may outlive it."""
-    with children_tagged(monkeypatch) as token:
-        yield token
 
 
 def test_client_commands_say_in_one_line_that_no_daemon_runs(tmp_path: Path) -> None:

@@ -11,20 +11,10 @@ import json
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from helpers import children_tagged, long_running, script
+from helpers import long_running, script
 from test_control import STACK, overture, project, write_project
-
-
-@pytest.fixture
-def token(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Every process the test starts is tagged; none may outlive it."""
-    with children_tagged(monkeypatch) as token:
-        yield token
 
 
 def test_up_detached_reports_the_failing_service_and_rolls_back(

@@ -15,7 +15,6 @@ import pytest
 from helpers import (
     adopting_orphans,
     alive,
-    children_tagged,
     double_forker,
     exits_on,
     gone,
@@ -32,12 +31,6 @@ from overture.runners.process import (
     ProcessRunner,
     kill_orphans,
 )
-
-
-@pytest.fixture
-def token(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    with children_tagged(monkeypatch) as token:
-        yield token
 
 
 @pytest.fixture

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 from overture.config.model import Probe, Project, Service, Stop
 from overture.lifecycle import Lifecycle, ServiceState, Transition
 from overture.observe.output import LogLine, ServiceOutput
-from overture.probes import Checker, ProbeContext, ProbeResult, build_checker
+from overture.probes import ProbeContext, ProbeResult, build_checker
+from overture.probes.schedule import on_beat, until_ready
 from overture.restart import RestartBudget
 from overture.runners.process import ProcessRunner, StopOutcome
 
@@ -31,10 +32,6 @@ if TYPE_CHECKING:
     from overture.probes.listening import ListenWatch
 
 log = logging.getLogger("overture.runtime")
-
-NOTIFIED_POLL = 0.05
-"""A ready probe that is woken when its answer may change polls this slowly,
-in case the notice never comes (a listener in another network namespace)."""
 
 S = ServiceState
 
@@ -182,8 +179,10 @@ class ServiceRuntime:
                 self._stop_spec = launch.stop
             self._spawn(spec.argv() or launch.argv, env, spec.user or launch.user, cwd)
 
-        # No await since the spawn: no output has been read yet, so a log
-        # probe built now still sees the first line.
+        # None of the child's output has been read yet, so a log probe built
+        # now sees the first line: a preset's server was spawned just above,
+        # with no await since, and a plain command's spawn scheduled this
+        # task's first step before the loop could next read any pipe.
         probe = self._ready_probe()
         wake = asyncio.Event()
         context = self._probe_context(wake.set, ready=True)
@@ -193,7 +192,7 @@ class ServiceRuntime:
             if self.on_spawned is not None:
                 self.on_spawned(self.name)
             if probe is not None and checker is not None:
-                await self._wait_ready(probe, checker, wake)
+                await until_ready(probe, checker, wake, self.ready_pace, self._seen)
         finally:
             if checker is not None:
                 await checker.close()
@@ -205,9 +204,7 @@ class ServiceRuntime:
         user: str | None = None,
         cwd: Path | None = None,
     ) -> None:
-        """Start the process (unless the service is external); raise OSError."""
-        if self.spec.runner == "external":
-            return
+        """Start the process and watch it; raise OSError if it cannot run."""
         self.runner = ProcessRunner(
             self.name,
             argv,
@@ -229,7 +226,7 @@ class ServiceRuntime:
         if self.on_spawned is not None:
             self.on_spawned(self.name)
         try:
-            await self._wait_ready(probe, checker, wake)
+            await until_ready(probe, checker, wake, self.ready_pace, self._seen)
         finally:
             await checker.close()
 
@@ -250,34 +247,8 @@ class ServiceRuntime:
         env.update(self.spec.env)
         return env
 
-    async def _wait_ready(
-        self, probe: Probe, checker: Checker, wake: asyncio.Event
-    ) -> None:
-        if probe.start_period:
-            await asyncio.sleep(probe.start_period)
-        # Poll quickly at first (most services are ready within tens of
-        # milliseconds), then at the probe's interval if the config sets one,
-        # else at the orchestrator's pace: often while few services start,
-        # less often while hundreds compete for the same cores. A checker
-        # that is woken when its answer may change (a log line, a port that
-        # listens) only needs a slow poll behind the notice.
-        delay, passes = 0.001, 0
-        while True:
-            self.last_probe = await checker.check()
-            passes = passes + 1 if self.last_probe.ok else 0
-            if passes >= probe.success_threshold:
-                return
-            if "interval" in probe.model_fields_set:
-                ceiling = probe.interval
-            elif checker.notified:
-                ceiling = max(self.ready_pace(), NOTIFIED_POLL)
-            else:
-                ceiling = self.ready_pace()
-            delay = min(delay * 2, ceiling)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await wake.wait()
-            wake.clear()
+    def _seen(self, result: ProbeResult) -> None:
+        self.last_probe = result
 
     def _probe_context(
         self, wake: Callable[[], None], ready: bool = False
@@ -306,27 +277,24 @@ class ServiceRuntime:
     # Running: liveness, degradation, failure and the restart policy
 
     async def _watch_live(self, probe: Probe) -> None:
-        """Check on a fixed beat; degrade on a failure, fail at the threshold."""
+        """Degrade on a failed check, fail at the threshold, recover on passes."""
         checker = build_checker(probe, self._probe_context(lambda: None))
-        failures = passes = 0
+
+        def answer(result: ProbeResult, streak: int) -> bool:
+            self.last_probe = result
+            if result.ok:
+                if streak >= probe.success_threshold:
+                    self.clear_degraded("live")
+                return True
+            reason = f"live {probe.kind} probe failed: {result.detail}"
+            if streak >= probe.failure_threshold:
+                self._fail_running(f"{reason} ({streak} times in a row)")
+                return False
+            self.mark_degraded("live", reason)
+            return True
+
         try:
-            await asyncio.sleep(probe.start_period)
-            beat = time.monotonic()
-            while True:
-                result = self.last_probe = await checker.check()
-                if result.ok:
-                    failures, passes = 0, passes + 1
-                    if passes >= probe.success_threshold:
-                        self.clear_degraded("live")
-                else:
-                    failures, passes = failures + 1, 0
-                    reason = f"live {probe.kind} probe failed: {result.detail}"
-                    if failures >= probe.failure_threshold:
-                        self._fail_running(f"{reason} ({failures} times in a row)")
-                        return
-                    self.mark_degraded("live", reason)
-                beat += probe.interval
-                await asyncio.sleep(max(0.0, beat - time.monotonic()))
+            await on_beat(probe, checker, answer)
         finally:
             await checker.close()
 

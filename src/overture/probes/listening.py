@@ -38,8 +38,14 @@ _BC_JMP, _BC_S_EQ = 1, 11
 _SPORT_OFFSET = 16 + 4
 """In each answer: after the netlink header and family/state/timer/retrans."""
 
-_FILTER_AT_MOST = 16
-"""Above this many ports, the kernel's filter costs more than reading all."""
+_FILTER_AT_MOST = 64
+"""Past this many ports, reading every listener costs less than the filter.
+
+Measured with 500 listeners on the machine: 16 ports 0.12 ms filtered, 0.66
+ms all; 64 ports 0.28 / 0.50 ms; 200 ports 0.66 / 0.66 ms."""
+
+_PORTS_PER_TICK = 16
+"""Above this many waiting ports, the dumps are spaced out in proportion."""
 
 
 class ListenWatch:
@@ -52,7 +58,8 @@ class ListenWatch:
         self._waiting: dict[int, list[Callable[[], None]]] = {}
         self._sock: socket.socket | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._unavailable = False
+        self.available = True
+        """False once the kernel could not be asked: probes then poll alone."""
         self._requests: tuple[frozenset[int], list[bytes]] = (frozenset(), [])
         """The last dump requests built, and the ports they ask for."""
 
@@ -61,7 +68,7 @@ class ListenWatch:
 
         None when the kernel cannot be asked: the caller polls alone.
         """
-        if self._unavailable or not self._open():
+        if not self.available or not self._open():
             return None
         self._waiting.setdefault(port, []).append(wake)
         self._schedule()
@@ -106,14 +113,14 @@ class ListenWatch:
 
     def _give_up(self, exc: BaseException) -> None:
         log.debug("listening ports cannot be read (%s); tcp probes poll", exc)
-        self._unavailable = True
+        self.available = False
         self.close()
 
     def _schedule(self) -> None:
         if self._timer is None and self._waiting:
             # Every millisecond while a handful wait; while hundreds wait the
             # dump grows with them, so it runs less often.
-            delay = self.tick * max(1, len(self._waiting) // _FILTER_AT_MOST)
+            delay = self.tick * max(1, len(self._waiting) // _PORTS_PER_TICK)
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(delay, self._check)
 

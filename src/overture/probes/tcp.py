@@ -34,7 +34,8 @@ class TcpChecker(Checker):
 
     @property
     def notified(self) -> bool:
-        return self._unwatch is not None
+        watch = self.context.listening
+        return self._unwatch is not None and watch is not None and watch.available
 
     def _woken(self) -> None:
         # Once: if the connect still fails (the port listens on another
