@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,18 @@ def test_stop_reason_names_the_stop_command(tmp_path: Path) -> None:
 # Orphans.
 
 
+def outlived(scenario: Coroutine[Any, Any, int]) -> bool:
+    """Run `scenario`, which returns a double-forked daemon's pid, with this
+    process adopting orphans; True if the daemon outlived it (it is then
+    killed, not left to the next test)."""
+    with adopting_orphans():
+        daemon = run(scenario)
+    survived = not gone(daemon)
+    if survived:
+        os.kill(daemon, signal.SIGKILL)
+    return survived
+
+
 def test_double_forked_daemon_is_gone_after_down(tmp_path: Path) -> None:
     """A daemon that left the service's group does not survive a down."""
     pidfile = tmp_path / "daemon.pid"
@@ -261,9 +274,7 @@ def test_double_forked_daemon_is_gone_after_down(tmp_path: Path) -> None:
             await s.down()
         return daemon
 
-    with adopting_orphans():
-        daemon = run(scenario())
-    assert gone(daemon)
+    assert not outlived(scenario())
 
 
 def test_double_forked_daemon_is_gone_after_a_crash(tmp_path: Path) -> None:
@@ -279,9 +290,7 @@ def test_double_forked_daemon_is_gone_after_a_crash(tmp_path: Path) -> None:
             await s.reached("forks", S.FAILED)
             return daemon
 
-    with adopting_orphans():
-        daemon = run(scenario())
-    assert gone(daemon)
+    assert not outlived(scenario())
 
 
 def test_double_forked_daemon_is_gone_after_a_startup_timeout(tmp_path: Path) -> None:
@@ -303,9 +312,4 @@ def test_double_forked_daemon_is_gone_after_a_startup_timeout(tmp_path: Path) ->
             await runner.exited
             return int(pidfile.read_text())
 
-    with adopting_orphans():
-        daemon = run(scenario())
-    survived = not gone(daemon, within=1.0)
-    if survived:
-        os.kill(daemon, signal.SIGKILL)  # not left for the next test
-    assert not survived
+    assert not outlived(scenario())
