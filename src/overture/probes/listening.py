@@ -23,6 +23,7 @@ import errno
 import logging
 import socket
 import struct
+import time
 from collections.abc import Callable
 
 log = logging.getLogger("overture.probes")
@@ -44,6 +45,9 @@ _FILTER_AT_MOST = 64
 Measured with 500 listeners on the machine: 16 ports 0.12 ms filtered, 0.66
 ms all; 64 ports 0.28 / 0.50 ms; 200 ports 0.66 / 0.66 ms."""
 
+_DUTY = 20
+"""The pause between dumps is at least this many times the last dump's cost."""
+
 _PORTS_PER_TICK = 16
 """Above this many waiting ports, the dumps are spaced out in proportion."""
 
@@ -60,6 +64,8 @@ class ListenWatch:
         self._timer: asyncio.TimerHandle | None = None
         self.available = True
         """False once the kernel could not be asked: probes then poll alone."""
+        self._cost = 0.0
+        """Seconds the last dump took."""
         self._requests: tuple[frozenset[int], list[bytes]] = (frozenset(), [])
         """The last dump requests built, and the ports they ask for."""
 
@@ -119,8 +125,11 @@ class ListenWatch:
     def _schedule(self) -> None:
         if self._timer is None and self._waiting:
             # Every millisecond while a handful wait; while hundreds wait the
-            # dump grows with them, so it runs less often.
+            # dump grows with them, so it runs less often. And never more than
+            # a twentieth of the time: a host with thousands of listeners
+            # makes every dump slow.
             delay = self.tick * max(1, len(self._waiting) // _PORTS_PER_TICK)
+            delay = max(delay, _DUTY * self._cost)
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(delay, self._check)
 
@@ -128,11 +137,13 @@ class ListenWatch:
         self._timer = None
         if not self._waiting:
             return
+        began = time.perf_counter()
         try:
             listening = self.listening(set(self._waiting))
         except OSError as exc:
             self._give_up(exc)
             return
+        self._cost = time.perf_counter() - began
         for port in listening & self._waiting.keys():
             for wake in self._waiting.pop(port):
                 wake()
