@@ -8,6 +8,7 @@ order by the sequence of the events and their monotonic timestamps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -305,3 +306,21 @@ def test_exit_of_a_ready_service_fails_it(tmp_path: Path) -> None:
             assert (killed.source, killed.reason) == (S.READY, "killed by SIGKILL")
 
     run(scenario())
+
+
+def test_a_cancelled_up_spawns_nothing_more(tmp_path: Path) -> None:
+    """An `up` cancelled in the middle of its burst (Ctrl-C) starts no more services."""
+    services = {f"s{i:02d}": service(long_running(), ready="ready") for i in range(20)}
+
+    async def scenario() -> int:
+        async with stack(tmp_path, services) as s:
+            s.orchestrator.burst_slice = 0  # the loop's turn after every service
+            up = asyncio.create_task(s.up())
+            await s.reached("s00", S.STARTING)
+            up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await up
+            runtimes = s.orchestrator.runtimes.values()
+            return sum(1 for r in runtimes if r.runner is not None)
+
+    assert run(scenario()) < len(services)

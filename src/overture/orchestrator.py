@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,9 @@ class _Wait:
 
 
 class Orchestrator:
+    burst_slice = 0.05
+    """Seconds `up` may spend setting up and spawning before the loop's turn."""
+
     def __init__(
         self,
         project: Project,
@@ -113,6 +117,10 @@ class Orchestrator:
         # Each service is evaluated as soon as it exists: the first spawns
         # overlap the set-up of the rest (a state machine each, 0.3 ms).
         # Dependencies come first in the order, so they are evaluated first.
+        # A long burst gives the loop a turn now and then: signals, the API
+        # and exits are served meanwhile, and a cancelled `up` (Ctrl-C)
+        # spawns nothing more.
+        turn = time.monotonic()
         for name in order:
             runtime = self.runtime(name)
             self.active.add(name)
@@ -122,6 +130,9 @@ class Orchestrator:
                 runtime.budget.reset()
                 runtime.send("start", "requested")
             self._evaluate_start(name)
+            if time.monotonic() - turn >= self.burst_slice:
+                await asyncio.sleep(0)
+                turn = time.monotonic()
         await self._wait_for(order, _settled)
         return [n for n in order if self.runtimes[n].state in (S.FAILED, S.BLOCKED)]
 
