@@ -75,6 +75,16 @@ class Stack:
                 await self._changed.wait()
         return result
 
+    async def until(self, match: Callable[[Transition], bool]) -> Transition:
+        """The first transition that `match`es, once it has happened."""
+        return await self._until(
+            lambda: next((e for e in self.events if match(e)), None)
+        )
+
+    def of(self, name: str) -> list[Transition]:
+        """Every transition of `name`, in order."""
+        return [e for e in self.events if e.service == name]
+
     async def reached(self, name: str, state: ServiceState) -> Transition:
         """The first transition of `name` into `state`, once it has happened."""
         return await self._until(lambda: self.find(name, state))

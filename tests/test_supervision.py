@@ -19,10 +19,8 @@ import psutil
 import pytest
 
 from helpers import free_port, script, tcp_listener
-from overture.config.model import Project
-from overture.graph import Graph
 from overture.lifecycle import ServiceState, Transition
-from overture.orchestrator import Orchestrator
+from stacks import Stack, stack
 
 S = ServiceState
 
@@ -32,47 +30,6 @@ def long_running() -> list[str]:
     return script(
         "import signal\nprint('ready', flush=True)\nwhile True: signal.pause()"
     )
-
-
-class Recorder:
-    """Collects transitions and lets a test wait for one that matches."""
-
-    def __init__(self) -> None:
-        self.events: list[Transition] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, transition: Transition) -> None:
-        self.events.append(transition)
-        self._changed.set()
-
-    async def until(
-        self, match: Callable[[Transition], bool], timeout: float = 20
-    ) -> Transition:
-        async with asyncio.timeout(timeout):
-            seen = 0
-            while True:
-                for event in self.events[seen:]:
-                    if match(event):
-                        return event
-                seen = len(self.events)
-                self._changed.clear()
-                await self._changed.wait()
-
-    def of(self, service: str) -> list[Transition]:
-        return [e for e in self.events if e.service == service]
-
-    def path(self, service: str) -> list[str]:
-        return [e.target.value for e in self.of(service)]
-
-
-def _orchestrator(
-    tmp_path: Path, services: dict[str, Any]
-) -> tuple[Orchestrator, Recorder]:
-    project = Project.model_validate({"root": tmp_path, "services": services})
-    orchestrator = Orchestrator(project, Graph.from_project(project))
-    recorder = Recorder()
-    orchestrator.bus.subscribe(recorder)
-    return orchestrator, recorder
 
 
 def reached(service: str, state: ServiceState) -> Callable[[Transition], bool]:
@@ -89,15 +46,13 @@ def test_crash_loop_backs_off_and_opens_the_circuit(tmp_path: Path) -> None:
         "jitter": 0,
     }
 
-    async def scenario() -> Recorder:
-        orchestrator, recorder = _orchestrator(
-            tmp_path,
-            {"crash": {"command": script("raise SystemExit(3)"), "restart": restart}},
-        )
-        await orchestrator.up(["crash"])  # ready at once: it has no ready probe
-        await recorder.until(lambda e: "circuit open" in e.reason)
-        await orchestrator.down()
-        orchestrator.close()
+    async def scenario() -> Stack:
+        services = {
+            "crash": {"command": script("raise SystemExit(3)"), "restart": restart}
+        }
+        async with stack(tmp_path, services) as recorder:
+            await recorder.up()  # ready at once: it has no ready probe
+            await recorder.until(lambda e: "circuit open" in e.reason)
         return recorder
 
     recorder = asyncio.run(scenario())
@@ -116,15 +71,12 @@ def test_crash_loop_backs_off_and_opens_the_circuit(tmp_path: Path) -> None:
 def test_a_user_stop_is_never_restarted_by_policy(tmp_path: Path) -> None:
     """`always` restarts an exit, but never a service the user stopped."""
 
-    async def scenario() -> Recorder:
-        orchestrator, recorder = _orchestrator(
-            tmp_path,
-            {"svc": {"command": long_running(), "restart": {"policy": "always"}}},
-        )
-        await orchestrator.up(["svc"])
-        await orchestrator.down(["svc"])
-        orchestrator.close()
-        assert orchestrator.runtimes["svc"].retry_pending is False
+    async def scenario() -> Stack:
+        services = {"svc": {"command": long_running(), "restart": {"policy": "always"}}}
+        async with stack(tmp_path, services) as recorder:
+            await recorder.up()
+            await recorder.orchestrator.down(["svc"])
+            assert recorder.orchestrator.runtimes["svc"].retry_pending is False
         return recorder
 
     recorder = asyncio.run(scenario())
@@ -164,15 +116,13 @@ def test_http_live_probe_fails_a_hung_process(tmp_path: Path) -> None:
         "stop": {"timeout": "300ms"},
     }
 
-    async def scenario() -> Recorder:
-        orchestrator, recorder = _orchestrator(tmp_path, {"web": service})
-        await orchestrator.up(["web"])
-        pid = orchestrator.runtimes["web"].pid
-        assert pid is not None
-        os.kill(pid, signal.SIGSTOP)  # hung: the port accepts, nothing answers
-        await recorder.until(reached("web", S.FAILED))
-        await orchestrator.down()
-        orchestrator.close()
+    async def scenario() -> Stack:
+        async with stack(tmp_path, {"web": service}) as recorder:
+            await recorder.up()
+            pid = recorder.pid("web")
+            os.kill(pid, signal.SIGSTOP)  # hung: the port accepts, nothing answers
+            await recorder.until(reached("web", S.FAILED))
+            await recorder.down()
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
         return recorder
 
@@ -206,25 +156,25 @@ def test_dependency_restart_is_propagated_per_on_failure(tmp_path: Path) -> None
             "depends_on": {"base": {"condition": "healthy", "on_failure": policy}},
         }
 
-    async def scenario() -> Recorder:
-        orchestrator, recorder = _orchestrator(tmp_path, services)
-        assert await orchestrator.up(list(services)) == []
-        pid = orchestrator.runtimes["base"].pid
-        assert pid is not None
-        mark = len(recorder.events)
-        os.kill(pid, signal.SIGKILL)
-        await recorder.until(reached("stop", S.STOPPED))
-        await recorder.until(
-            lambda e: (
-                e.service == "restart"
-                and e.target is S.READY
-                and recorder.events.index(e) > mark
+    async def scenario() -> Stack:
+        async with stack(tmp_path, services) as recorder:
+            assert await recorder.up() == []
+            pid = recorder.pid("base")
+            mark = len(recorder.events)
+            os.kill(pid, signal.SIGKILL)
+            await recorder.until(reached("stop", S.STOPPED))
+            await recorder.until(
+                lambda e: (
+                    e.service == "restart"
+                    and e.target is S.READY
+                    and recorder.events.index(e) > mark
+                )
             )
-        )
-        await recorder.until(lambda e: e.service == "degrade" and e.event == "recover")
-        del recorder.events[:mark]
-        await orchestrator.down()
-        orchestrator.close()
+            await recorder.until(
+                lambda e: e.service == "degrade" and e.event == "recover"
+            )
+            del recorder.events[:mark]
+            await recorder.down()
         return recorder
 
     recorder = asyncio.run(scenario())
