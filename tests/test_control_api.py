@@ -8,6 +8,8 @@ and check that none gets a 5xx and every refusal says why.
 
 from __future__ import annotations
 
+import json
+import socket
 import stat
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.core.result import Ok
 
@@ -135,6 +137,33 @@ def test_a_malformed_json_body_is_a_422(tcp: Tcp) -> None:
     assert response.json()["error"].startswith("body.")
 
 
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (b"X-Note: a\x00b", "illegal header line: bytearray(b'X-Note: a\\x00b')"),
+        (b"X-Note: a\x0cb", "illegal header line: bytearray(b'X-Note: a\\x0cb')"),
+        (b"Bad Header: x", "illegal header line: bytearray(b'Bad Header: x')"),
+    ],
+)
+def test_a_request_http_cannot_parse_is_refused_in_json(
+    tcp: Tcp, header: bytes, reason: str
+) -> None:
+    """Below the routes too, a malformed request gets `{"error": why}`."""
+    host, port = tcp.url.removeprefix("http://").rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: %s\r\n%s\r\n\r\n"
+            % (f"{host}:{port}".encode(), header)
+        )
+        answer = b""
+        while chunk := conn.recv(65536):  # the server closes after the answer
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body)["error"] == f"invalid HTTP request: {reason}"
+
+
 def test_random_requests_from_the_schema_never_get_a_5xx(tcp: Tcp) -> None:
     """Valid and invalid requests from /openapi.json: no 5xx; each 4xx says why."""
     with tcp.client() as client:
@@ -154,6 +183,9 @@ def test_random_requests_from_the_schema_never_get_a_5xx(tcp: Tcp) -> None:
             deadline=None,
             database=None,
             suppress_health_check=list(HealthCheck),
+            # No shrinking: each step is a request, and a long search would
+            # outlast the test's timeout. The failing request is in the message.
+            phases=[Phase.generate],
         )
         @given(case=operation.as_strategy(mode, path_parameters=names))
         def check(case: Any) -> None:
