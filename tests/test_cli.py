@@ -10,6 +10,7 @@ import json
 import os
 import queue
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -233,6 +234,42 @@ def test_signal_after_up_stops_everything(
     found = transitions(up.output)
     assert index(found, "web", "stopped") < index(found, "api", "stopping")
     assert index(found, "api", "stopped") < index(found, "db", "stopping")
+    assert all(gone(pid) for pid in pids)
+    assert_nothing_left(token)
+
+
+def test_signal_stops_everything_after_the_output_pipe_closed(
+    tmp_path: Path, token: str
+) -> None:
+    """With nobody left reading its output, `up` still stops all on SIGTERM."""
+    write_config(tmp_path, quick_stack())
+    read_end, write_end = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "overture", "up", "--no-live"],
+        cwd=tmp_path,
+        env=environment(),
+        stdout=write_end,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_end)
+    seen, deadline = b"", time.monotonic() + 30
+    while b"| up: " not in seen:
+        assert time.monotonic() < deadline, f"no 'up:' line in 30s: {seen!r}"
+        if select.select([read_end], [], [], 1)[0]:
+            chunk = os.read(read_end, 65536)
+            assert chunk, f"output ended before 'up:': {seen!r}"
+            seen += chunk
+    pids = [c.pid for c in psutil.Process(process.pid).children() if c.pid]
+    os.close(read_end)  # the reader goes away, as a killed `| tee` would
+
+    process.send_signal(signal.SIGTERM)
+
+    try:
+        code = process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        pytest.fail("overture ignored SIGTERM once its output pipe was closed")
+    assert code == 143
     assert all(gone(pid) for pid in pids)
     assert_nothing_left(token)
 

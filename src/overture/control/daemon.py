@@ -237,12 +237,13 @@ class Daemon:
             self.exited.set_result(signum)
 
     def _on_signal(self, signum: signal.Signals) -> None:
+        # The stop first, then the words: printing may fail (a closed pipe).
         if self.exited is not None and not self.exited.done():
-            self.message(f"{signum.name}: stopping everything (again to kill)")
             self.request_exit(signum)
+            self.message(f"{signum.name}: stopping everything (again to kill)")
         else:
-            self.message(f"{signum.name} again: killing every process group")
             self.orchestrator.kill_all()
+            self.message(f"{signum.name} again: killing every process group")
 
     def _record_pid(self, transition: Transition) -> None:
         """Keep the guard's run record in step with each service's process."""

@@ -7,7 +7,9 @@ for lifecycle events and for service output alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import sys
 from typing import TextIO
@@ -28,6 +30,8 @@ STATE_COLOURS = {
     ServiceState.COMPLETED: "cyan",
 }
 _LOUD = frozenset({ServiceState.FAILED, ServiceState.BLOCKED, ServiceState.DEGRADED})
+
+log = logging.getLogger("overture.output")
 
 
 def wants_colour(stream: TextIO) -> bool:
@@ -58,6 +62,8 @@ class Printer:
             )
         self.quiet_transitions = False
         """While a live view shows the states, print only the loud transitions."""
+        self.detached = False
+        """The terminal or pipe went away: nothing more is printed."""
 
     @property
     def stream(self) -> TextIO:
@@ -80,10 +86,7 @@ class Printer:
                 at=record.at,
             )
             return
-        # Flushed per line: behind a pipe (CI, tee) output must not wait.
-        stream = self.stream
-        stream.write(f"{self._prefix(record.service)} {record.line}\n")
-        stream.flush()
+        self._emit(f"{self._prefix(record.service)} {record.line}\n")
 
     def transition(self, t: Transition) -> None:
         if self.fmt == "json":
@@ -100,9 +103,33 @@ class Printer:
         if self.fmt == "json":
             self._json(type="message", service="overture", line=text)
             return
-        self.stream.write(f"{self._prefix('overture')} {text}\n")
-        self.stream.flush()
+        self._emit(f"{self._prefix('overture')} {text}\n")
 
     def _json(self, **fields: object) -> None:
-        self.stream.write(json.dumps(fields, default=str) + "\n")
-        self.stream.flush()
+        self._emit(json.dumps(fields, default=str) + "\n")
+
+    def _emit(self, text: str) -> None:
+        # Flushed per line: behind a pipe (CI, tee) output must not wait.
+        if self.detached:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError as exc:
+            self._detach(exc)
+
+    def _detach(self, exc: OSError) -> None:
+        """The reader of our output is gone (a closed pipe, a hung-up terminal).
+
+        The services go on and so does their log in .overture/logs; a stop
+        must still run to its end, so nothing here may raise. Our standard
+        output then points at /dev/null: a live view or the interpreter's
+        last flush would otherwise meet the same error.
+        """
+        self.detached = True
+        log.warning("terminal output stopped: %s; service logs go on", exc)
+        if self._stream is None and sys.__stdout__ is not None:
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.__stdout__.fileno())
+                os.close(devnull)
