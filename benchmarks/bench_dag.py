@@ -1,22 +1,32 @@
 """Orchestration overhead on a 50-service DAG: all-ready minus the critical path.
 
 Run: .venv/bin/python benchmarks/bench_dag.py [--services 50] [--runs 3]
+    [--workloads light python]
 
-Each service is a Python TCP listener that sleeps 20-100 ms (seeded) before
-it listens, with a tcp ready probe; each depends (condition `healthy`) on one
+Each service is a TCP listener that sleeps 20-100 ms (seeded) before it
+listens, with a tcp ready probe; each depends (condition `healthy`) on one
 to three earlier services. A child prints `time.monotonic()` the moment it
 listens, so its own readiness is that stamp minus the moment its spawn
 returned. The critical path is the longest dependency chain by own readiness;
 the overhead is the time until every service is ready minus that path,
 divided by the services on it.
 
-The same DAG also runs under a minimal launcher written for this benchmark
+Two workloads, the same DAG:
+
+- light: the listener on a bare interpreter (`python -S -I`, the C socket
+  module), about 10 ms of CPU to start. The two cores have room, so the
+  overhead is what the launcher itself adds to each hop.
+- python: the listener as the peer benchmark runs it (the full interpreter
+  start-up and `socket`), about 45 ms of CPU each. With several branches
+  starting at once both cores are busy, and every hop also waits for the
+  scheduler, whoever launches it.
+
+Each workload also runs under a minimal launcher written for this benchmark
 (the `floor`): one asyncio loop, a bare `Popen` the moment the dependencies
 are ready, a connect every millisecond as the ready check, and nothing else
-(no state machine, no logs, no restart policy, no API). On two cores the
-children's own start-up keeps the CPUs busy, and every hop of the chain waits
-for the scheduler: the floor shows how much of the overhead any Python
-launcher pays on the machine at hand. The two alternate run by run.
+(no state machine, no logs, no restart policy, no API). The floor shows how
+much of the overhead any Python launcher pays on the machine at hand.
+Overture and the floor alternate run by run.
 
 Along the chain that actually finished last, each hop splits into:
 
@@ -49,13 +59,28 @@ from overture.runners import process
 
 SEED = 20240601
 BASE_PORT = 21000
-CHILD = (
-    "import socket,sys,time;time.sleep(float(sys.argv[2]));s=socket.socket();"
-    "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
-    "s.bind(('127.0.0.1',int(sys.argv[1])));s.listen(128);"
-    "print('listening',time.monotonic(),flush=True);"
-    "any(s.accept()[0].close() for _ in iter(int,1))"
-)
+CHILDREN = {
+    "light": [
+        "-S",
+        "-I",
+        "-c",
+        "import _socket,os,sys,time;time.sleep(float(sys.argv[2]));"
+        "s=_socket.socket(2,1);s.setsockopt(1,2,1);"
+        "s.bind(('127.0.0.1',int(sys.argv[1])));s.listen(128);"
+        "print('listening',time.monotonic(),flush=True);"
+        "any(os.close(s._accept()[0]) for _ in iter(int,1))",
+    ],
+    "python": [
+        "-c",
+        "import socket,sys,time;time.sleep(float(sys.argv[2]));s=socket.socket();"
+        "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);"
+        "s.bind(('127.0.0.1',int(sys.argv[1])));s.listen(128);"
+        "print('listening',time.monotonic(),flush=True);"
+        "any(s.accept()[0].close() for _ in iter(int,1))",
+    ],
+}
+"""The child's interpreter options and script, by workload."""
+WORKLOADS = tuple(CHILDREN)
 TOOLS = ("overture", "floor")
 
 
@@ -70,8 +95,9 @@ def random_dag(size: int) -> tuple[dict[str, list[str]], dict[str, float]]:
     return deps, delays
 
 
-def child_argv(index: int, delay: float) -> list[str]:
-    return [CHILD_PYTHON, "-c", CHILD, str(BASE_PORT + index), f"{delay:.3f}"]
+def child_argv(workload: str, index: int, delay: float) -> list[str]:
+    port = str(BASE_PORT + index)
+    return [CHILD_PYTHON, *CHILDREN[workload], port, f"{delay:.3f}"]
 
 
 @dataclass
@@ -88,11 +114,11 @@ class Timeline:
 # Overture
 
 
-def project(root: Path, size: int) -> Project:
+def project(root: Path, size: int, workload: str) -> Project:
     deps, delays = random_dag(size)
     services = {
         name: {
-            "command": child_argv(i, delays[name]),
+            "command": child_argv(workload, i, delays[name]),
             "depends_on": {d: "healthy" for d in deps[name]},
             "ready": {"tcp": BASE_PORT + i},
         }
@@ -114,10 +140,10 @@ class _TimedPopen(subprocess.Popen[bytes]):
         self.began[env[process.MARKER]] = began
 
 
-async def run_overture(size: int) -> Timeline:
+async def run_overture(size: int, workload: str) -> Timeline:
     timeline = Timeline()
     with tempfile.TemporaryDirectory(prefix="bench-dag-") as tmp:
-        proj = project(Path(tmp), size)
+        proj = project(Path(tmp), size, workload)
         graph = Graph.from_project(proj)
         orchestrator = Orchestrator(proj, graph)
 
@@ -151,7 +177,7 @@ async def run_overture(size: int) -> Timeline:
 # The floor
 
 
-async def run_floor(size: int) -> Timeline:
+async def run_floor(size: int, workload: str) -> Timeline:
     """The same DAG under the least a Python launcher can do."""
     deps, delays = random_dag(size)
     timeline = Timeline()
@@ -176,7 +202,7 @@ async def run_floor(size: int) -> Timeline:
             await ready[dep].wait()
         timeline.spawn_began[name] = time.monotonic()
         child = subprocess.Popen(
-            child_argv(index, delays[name]),
+            child_argv(workload, index, delays[name]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             start_new_session=True,
@@ -262,36 +288,47 @@ def _critical_path(deps: dict[str, list[str]], own: dict[str, float]) -> list[st
     return max(best.values(), key=lambda x: x[0])[1]
 
 
-async def measure(size: int, runs: int) -> dict[str, dict[str, list[float]]]:
-    """Overture and the floor, alternating, `runs` times each."""
-    results: dict[str, dict[str, list[float]]] = {tool: {} for tool in TOOLS}
+Results = dict[str, dict[str, dict[str, list[float]]]]
+"""workload -> tool -> figure -> one value per run."""
+
+
+async def measure(
+    size: int, runs: int, workloads: tuple[str, ...] = WORKLOADS
+) -> Results:
+    """Overture and the floor, alternating, `runs` times each per workload."""
+    results: Results = {w: {tool: {} for tool in TOOLS} for w in workloads}
     ports = range(BASE_PORT, BASE_PORT + size)
     for run in range(runs):
         order = TOOLS if run % 2 == 0 else TOOLS[::-1]
-        for tool in order:
-            wait_ports_closed(ports)
-            runner = run_overture if tool == "overture" else run_floor
-            figures = analyze(size, await runner(size))
-            for key, value in figures.items():
-                results[tool].setdefault(key, []).append(value)
+        for workload in workloads:
+            for tool in order:
+                wait_ports_closed(ports)
+                runner = run_overture if tool == "overture" else run_floor
+                figures = analyze(size, await runner(size, workload))
+                for key, value in figures.items():
+                    results[workload][tool].setdefault(key, []).append(value)
     return results
 
 
-def describe(results: dict[str, dict[str, list[float]]]) -> str:
+def describe(results: Results) -> str:
     lines = []
-    for tool, figures in results.items():
-        lines.append(f"{tool}: median [min-max] over {len(figures['took'])} runs")
-        for key, values in figures.items():
-            s = summarize(values)
-            assert s is not None
-            unit = "" if key == "services on path" else " ms"
-            lines.append(
-                f"  {key:<18}{s.median:>8.1f} [{s.low:.1f}-{s.high:.1f}]{unit}"
-            )
-    ours = summarize(results["overture"]["took"])
-    floor = summarize(results["floor"]["took"])
-    if ours and floor:
-        lines.append(f"all ready, overture / floor: {ours.median / floor.median:.2f}x")
+    for workload, tools in results.items():
+        lines.append(f"== {workload} children")
+        for tool, figures in tools.items():
+            runs = len(figures["took"])
+            lines.append(f"{tool}: median [min-max] over {runs} runs")
+            for key, values in figures.items():
+                s = summarize(values)
+                assert s is not None
+                unit = "" if key == "services on path" else " ms"
+                lines.append(
+                    f"  {key:<18}{s.median:>8.1f} [{s.low:.1f}-{s.high:.1f}]{unit}"
+                )
+        ours = summarize(tools["overture"]["took"])
+        floor = summarize(tools["floor"]["took"])
+        if ours and floor:
+            ratio = ours.median / floor.median
+            lines.append(f"all ready, overture / floor: {ratio:.2f}x")
     return "\n".join(lines)
 
 
@@ -299,8 +336,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=50)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS)
+    )
     args = parser.parse_args()
-    print(describe(asyncio.run(measure(args.services, args.runs))))
+    results = measure(args.services, args.runs, tuple(args.workloads))
+    print(describe(asyncio.run(results)))
 
 
 if __name__ == "__main__":
