@@ -227,6 +227,18 @@ def goals(samples: Sequence[Any], extra: dict[str, float | None]) -> str:
             "{:.2f} ms",
         ),
         (
+            "`overture status` (and `--json`), 100 services < 150 ms",
+            extra.get("status"),
+            lambda v: v < 150,
+            "{:.1f} ms",
+        ),
+        (
+            "10,000-service dependency resolution < 100 ms",
+            extra.get("graph"),
+            lambda v: v < 100,
+            "{:.1f} ms",
+        ),
+        (
             "DAG overhead < 5 ms per service on the critical path (light children)",
             extra.get("dag_overhead_light"),
             lambda v: v < 5,
