@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import math
 import socket
 import struct
 import time
@@ -45,12 +46,12 @@ _FILTER_AT_MOST = 64
 Measured with 500 listeners on the machine: 16 ports 0.12 ms filtered, 0.66
 ms all; 64 ports 0.28 / 0.50 ms; 200 ports 0.66 / 0.66 ms."""
 
-_DUTY = 10
+_DUTY = 20
 """The pause between dumps is at least this many times the last dump's cost.
 
-A dump costs 40-90 us of CPU here with a few ports waiting: at 20 times that
-the pause grew past the 1 ms tick on busy cores and ready probes were seen
-2 ms late, for one core's 5 %."""
+The cost is wall time, not CPU time: while hundreds of services start, the
+loop's thread spawns them one after the other, and a dump that was preempted
+held that thread up for all of its wall time."""
 
 _PORTS_PER_TICK = 16
 """Above this many waiting ports, the dumps are spaced out in proportion."""
@@ -69,8 +70,7 @@ class ListenWatch:
         self.available = True
         """False once the kernel could not be asked: probes then poll alone."""
         self._cost = 0.0
-        """CPU seconds the last dump took (not the wall time: on busy cores a
-        dump that was preempted would space the next ones out for nothing)."""
+        """Seconds the last dump took."""
         self._requests: tuple[frozenset[int], list[bytes]] = (frozenset(), [])
         """The last dump requests built, and the ports they ask for."""
 
@@ -131,14 +131,14 @@ class ListenWatch:
         if self._timer is None and self._waiting:
             # Every millisecond while a handful wait; while hundreds wait the
             # dump grows with them, so it runs less often. And never more than
-            # a tenth of the time: a host with thousands of listeners
+            # a twentieth of the time: a host with thousands of listeners
             # makes every dump slow.
             delay = self.tick * max(1, len(self._waiting) // _PORTS_PER_TICK)
             delay = max(delay, _DUTY * self._cost)
-            # The selector sleeps in whole milliseconds, rounding up: a pause
-            # of 1.05 ms would last 2 ms. Whole ones keep the duty near its
-            # mark and the wake-up when it was meant.
-            delay = max(self.tick, round(delay, 3))
+            # The selector sleeps in whole milliseconds, rounding up: 1.05 ms
+            # would last 2. Rounded down to whole ones, a dump of 50-99 us
+            # waits the 1 ms tick, not 2 ms.
+            delay = max(self.tick, math.floor(delay * 1000) / 1000)
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(delay, self._check)
 
@@ -146,13 +146,13 @@ class ListenWatch:
         self._timer = None
         if not self._waiting:
             return
-        began = time.thread_time()
+        began = time.perf_counter()
         try:
             listening = self.listening(set(self._waiting))
         except OSError as exc:
             self._give_up(exc)
             return
-        self._cost = time.thread_time() - began
+        self._cost = time.perf_counter() - began
         for port in listening & self._waiting.keys():
             for wake in self._waiting.pop(port):
                 wake()
