@@ -23,6 +23,7 @@ import argparse
 import contextlib
 import json
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -199,6 +200,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", type=Path, help="write every sample here")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def samples_from(args: argparse.Namespace) -> list[Sample]:
     sizes, repeats = ([100], 1) if args.quick else (args.sizes, args.repeat)
     names = args.tools.split(",") if args.tools else None
@@ -206,6 +211,10 @@ def samples_from(args: argparse.Namespace) -> list[Sample]:
     if not chosen:
         return []
     print(f"sizes {sizes}, {repeats} repetition(s), {args.idle:g} s idle window")
+    # A SIGTERM (`timeout`, a killed terminal) unwinds like Ctrl-C: the tool
+    # under test is stopped and its children killed, or the next run finds
+    # hundreds of ports taken and a peer's daemon still respawning them.
+    signal.signal(signal.SIGTERM, _interrupt)
     samples = run(chosen, sizes, repeats, args.idle)
     if args.json:
         args.json.write_text(json.dumps([asdict(s) for s in samples], indent=1))
@@ -217,7 +226,10 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
-    samples = samples_from(parser.parse_args())
+    try:
+        samples = samples_from(parser.parse_args())
+    except KeyboardInterrupt:
+        sys.exit("interrupted: the tool under test was stopped")
     print()
     print(peers_tables(samples))
 

@@ -161,7 +161,10 @@ def main() -> None:
     bench_peers.add_arguments(parser)
     parser.add_argument("--update-doc", type=Path, help="e.g. docs/performance.md")
     args = parser.parse_args()
-    text = build_report(args, time.monotonic())
+    try:
+        text = build_report(args, time.monotonic())
+    except KeyboardInterrupt:
+        sys.exit("interrupted: the tool under test was stopped")
     print()
     print(text)
     if args.update_doc:
