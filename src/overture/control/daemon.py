@@ -54,6 +54,12 @@ S = ServiceState
 TOKEN_ENV = "OVERTURE_TOKEN"
 """A bearer token to use instead of a generated one."""
 
+REPEAT_WINDOW = 0.5
+"""Seconds after the signal that began the stop in which a SIGINT is the same
+request, not a second Ctrl-C: a signal sent to the whole process group also
+reaches a wrapper that forwards it (`uv run` without a terminal, `timeout`),
+so Overture gets it twice within milliseconds."""
+
 
 @dataclass
 class DaemonOptions:
@@ -98,6 +104,8 @@ class Daemon:
         self.api_ready: asyncio.Task[None] | None = None
         """Done once the API answers on every listener (or failed to)."""
         self._pids: dict[str, int | None] = {}
+        self._signalled = 0.0
+        """When the signal that began the stop came (monotonic)."""
         self._began = time.monotonic()
 
     # Start and stop
@@ -238,12 +246,25 @@ class Daemon:
 
     def _on_signal(self, signum: signal.Signals) -> None:
         # The stop first, then the words: printing may fail (a closed pipe).
+        now = time.monotonic()
         if self.exited is not None and not self.exited.done():
+            self._signalled = now
             self.request_exit(signum)
-            self.message(f"{signum.name}: stopping everything (again to kill)")
+            again = " (again to kill)" if signum is signal.SIGINT else ""
+            self.message(f"{signum.name}: stopping everything{again}")
+        elif signum is signal.SIGTERM:
+            # A service manager sends SIGTERM, waits, then kills on its own;
+            # a repeat (the group's and a wrapper's copy) must not cut the
+            # graceful stop short.
+            self.message("SIGTERM again: still stopping gracefully (a SIGINT kills)")
+        elif now - self._signalled < REPEAT_WINDOW:
+            self.message(
+                f"SIGINT again {now - self._signalled:.2f}s after the first: "
+                "the same request, forwarded (again to kill)"
+            )
         else:
             self.orchestrator.kill_all()
-            self.message(f"{signum.name} again: killing every process group")
+            self.message("SIGINT again: killing every process group")
 
     def _record_pid(self, transition: Transition) -> None:
         """Keep the guard's run record in step with each service's process."""
