@@ -83,7 +83,6 @@ def overture_rows(args: argparse.Namespace, extra: dict[str, float | None]) -> s
                 f"react / spawn / probe | {_ms(figures['react per hop'])} / "
                 f"{_ms(figures['spawn per hop'])} / {_ms(figures['probe per hop'])} |"
             )
-    for workload, by_tool in dag.items():
         ours = summarize(by_tool["overture"]["overhead/service"])
         extra[f"dag_overhead_{workload}"] = ours.median if ours else None
         took = summarize(by_tool["overture"]["took"])

@@ -132,15 +132,16 @@ class ListenWatch:
             # Every millisecond while a handful wait; while hundreds wait the
             # dump grows with them, so it runs less often. And never more than
             # a twentieth of the time: a host with thousands of listeners
-            # makes every dump slow.
-            delay = self.tick * max(1, len(self._waiting) // _PORTS_PER_TICK)
-            delay = max(delay, _DUTY * self._cost)
-            # The selector sleeps in whole milliseconds, rounding up: 1.05 ms
-            # would last 2. Rounded down to whole ones, a dump of 50-99 us
-            # waits the 1 ms tick, not 2 ms.
-            delay = max(self.tick, math.floor(delay * 1000) / 1000)
+            # makes every dump slow. In whole ticks, rounded down: the
+            # selector sleeps in whole milliseconds, rounding up, so 1.05 ms
+            # would last 2, and a dump of 50-99 us would wait two ticks.
+            ticks = max(
+                1,
+                len(self._waiting) // _PORTS_PER_TICK,
+                math.floor(_DUTY * self._cost / self.tick),
+            )
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(delay, self._check)
+            self._timer = loop.call_later(ticks * self.tick, self._check)
 
     def _check(self) -> None:
         self._timer = None
